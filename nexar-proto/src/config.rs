@@ -1,0 +1,108 @@
+//! Node configuration: every knob, every limit, and the seed all randomness comes from.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::codec::Limits;
+
+/// Configuration shared by seeds and workers.
+///
+/// The core never reads a clock, the environment or an OS RNG, so everything it would
+/// otherwise take from the process arrives here: `rng_seed` (drawn by the driver from the
+/// OS CSPRNG in production, fixed in simulation, which is what makes runs replayable) and
+/// `unix_time` (the wall clock at start, for certificate validity).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// Source of every random draw: keys, connection IDs, TLS randoms, key exchange.
+    pub rng_seed: [u8; 32],
+    /// Which life of this node identity this is; a restarted process must use a new one,
+    /// so peers never confuse it with its earlier self.
+    pub incarnation: u64,
+    /// Seconds since the Unix epoch when the node starts; certificates are issued and
+    /// checked against this instant.
+    pub unix_time: u64,
+    /// The address peers should dial to reach this node (what the socket is bound to,
+    /// or a public address in front of it). An unspecified IP is replaced by the seed
+    /// with the IP it sees the worker's connection come from.
+    pub listen_addr: SocketAddr,
+    /// Ask the seed for this rank (as Slurm's or torchrun's launcher knows it).
+    pub requested_rank: Option<u32>,
+    /// Frame-size and field limits for every decoder.
+    pub limits: Limits,
+    /// Seed: a joiner must finish TLS and send Hello within this, or it is rejected.
+    pub join_timeout: Duration,
+    /// Worker: give up if not welcomed and connected to every peer within this.
+    pub formation_timeout: Duration,
+    /// QUIC idle timeout: a peer silent this long is gone.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive interval (must be well under `idle_timeout`).
+    pub keep_alive: Duration,
+    /// Seed: the most connections that may be mid-join at once; more are refused at the
+    /// QUIC layer so a flood of half-open joiners cannot exhaust the seed.
+    pub max_joiners: usize,
+    /// Per peer, the most bytes of unmatched tagged messages held before we stop reading
+    /// from that peer (QUIC flow control then pushes back on the sender).
+    pub max_unmatched_bytes: usize,
+    /// Per peer and stream class, the most bytes queued beyond QUIC's own send buffer;
+    /// a send past it fails with `CommandError::Backpressure`.
+    pub max_queued_bytes: usize,
+}
+
+impl NodeConfig {
+    /// A config with the defaults below, listening (advertising) at `listen_addr`.
+    pub fn new(rng_seed: [u8; 32], unix_time: u64, listen_addr: SocketAddr) -> Self {
+        Self {
+            rng_seed,
+            incarnation: 0,
+            unix_time,
+            listen_addr,
+            requested_rank: None,
+            limits: Limits::default(),
+            join_timeout: Duration::from_secs(10),
+            formation_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
+            max_joiners: 256,
+            max_unmatched_bytes: 64 << 20,
+            max_queued_bytes: 64 << 20,
+        }
+    }
+
+    /// Builder-style setter for `requested_rank`.
+    pub fn with_requested_rank(mut self, rank: Option<u32>) -> Self {
+        self.requested_rank = rank;
+        self
+    }
+
+    /// Builder-style setter for `incarnation`.
+    pub fn with_incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = incarnation;
+        self
+    }
+}
+
+/// What only the seed needs.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct SeedConfig {
+    /// Number of workers (ranks) that form the cluster.
+    pub world_size: u32,
+    /// The join secret, from the OS CSPRNG (the driver draws it; tests fix it).
+    pub secret: [u8; 32],
+}
+
+impl SeedConfig {
+    /// A seed for `world_size` ranks with this join secret.
+    pub fn new(world_size: u32, secret: [u8; 32]) -> Self {
+        Self { world_size, secret }
+    }
+}
+
+impl std::fmt::Debug for SeedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedConfig")
+            .field("world_size", &self.world_size)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,97 @@
+//! Errors returned by commands and carried by events.
+
+use crate::codec::RejectReason;
+
+/// A command the node cannot start; nothing was queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The node has not emitted `Ready` yet (or it is a seed, which carries no data).
+    #[error("node is not ready (no rank yet, or this is the seed)")]
+    NotReady,
+    /// The rank is not in this world.
+    #[error("rank {rank} is out of range for world size {world_size}")]
+    UnknownRank {
+        /// The rank asked for.
+        rank: u32,
+        /// The current world size.
+        world_size: u32,
+    },
+    /// The peer is not draining its stream as fast as we queue; try again later.
+    #[error("send queue to rank {to} is full ({queued} bytes queued, limit {limit})")]
+    Backpressure {
+        /// The destination rank.
+        to: u32,
+        /// Bytes already queued.
+        queued: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The connection to the rank is gone.
+    #[error("no connection to rank {rank}")]
+    PeerUnavailable {
+        /// The unreachable rank.
+        rank: u32,
+    },
+}
+
+/// Why an operation that had started failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// The connection to this rank was lost while the operation needed it.
+    #[error("peer rank {rank} lost")]
+    PeerLost {
+        /// The lost rank.
+        rank: u32,
+    },
+}
+
+/// Why a worker could not join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The seed refused us, and said why.
+    #[error("seed rejected the join: {reason:?}")]
+    Rejected {
+        /// The seed's reason.
+        reason: RejectReason,
+    },
+    /// The TLS handshake with the seed failed: most often the seed's key does not match
+    /// the ticket's pin (a man in the middle, or a stale ticket).
+    #[error("could not establish a trusted connection to the seed: {detail}")]
+    SeedUntrusted {
+        /// What TLS or QUIC said.
+        detail: String,
+    },
+    /// The connection to the seed was lost before we were welcomed.
+    #[error("lost the connection to the seed: {detail}")]
+    SeedLost {
+        /// What happened.
+        detail: String,
+    },
+    /// The seed's Welcome did not make sense (e.g. a certificate that is not ours).
+    #[error("invalid welcome from the seed: {detail}")]
+    BadWelcome {
+        /// What was wrong.
+        detail: String,
+    },
+    /// Not welcomed and meshed within `formation_timeout`.
+    #[error("formation timed out; still missing ranks {missing:?}")]
+    Timeout {
+        /// Ranks we had no connection to yet (empty if not welcomed at all).
+        missing: Vec<u32>,
+    },
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// world_size must be at least 1.
+    #[error("world size must be at least 1")]
+    EmptyWorld,
+    /// Building TLS or QUIC configuration failed.
+    #[error("crypto setup failed: {0}")]
+    Crypto(String),
+}

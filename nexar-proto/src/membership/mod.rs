@@ -1,0 +1,54 @@
+//! Who is in the cluster: the seed's joiners and rank assignment, the worker's join and
+//! mesh, and the join proof both sides compute.
+//!
+//! These are pure state machines: they take transport events (values) and return
+//! [`Action`]s (values) that the `Node` applies to the transport, so they can be reasoned
+//! about, and tested, without QUIC.
+
+pub(crate) mod proof;
+pub(crate) mod seed;
+pub(crate) mod worker;
+
+use bytes::Bytes;
+
+use crate::codec::{Message, RejectReason};
+use crate::event::Event;
+use crate::transport::ConnId;
+
+/// Application close codes at or above this carry a join rejection: code − base is the
+/// `RejectReason` code, and the close's reason bytes hold the encoded `JoinRejected` frame.
+pub(crate) const CLOSE_REJECT_BASE: u64 = 0x100;
+
+/// What a membership state machine asks the node to do.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send a control message on this connection.
+    Send { conn: ConnId, msg: Message },
+    /// Close the connection, telling the peer why (a rejection) in the close frame itself,
+    /// which QUIC retransmits, so the reason survives loss without lingering.
+    Close {
+        conn: ConnId,
+        code: u64,
+        reason: Bytes,
+    },
+    /// Surface an event to the application.
+    Event(Event),
+    /// Worker: welcomed; start accepting mesh connections (CA-chained client certs).
+    Listen,
+    /// Worker: dial `rank` at `addr` for the mesh (`attempt` counts retries).
+    Dial {
+        rank: u32,
+        addr: std::net::SocketAddr,
+        attempt: u32,
+    },
+}
+
+/// The close that carries a rejection.
+pub(crate) fn reject(conn: ConnId, reason: RejectReason, detail: u64) -> Action {
+    let msg = Message::JoinRejected(crate::codec::JoinRejected { reason, detail });
+    Action::Close {
+        conn,
+        code: CLOSE_REJECT_BASE + u64::from(reason as u8),
+        reason: msg.to_frame(),
+    }
+}

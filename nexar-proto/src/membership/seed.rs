@@ -1,0 +1,315 @@
+//! The seed's side of formation: one small state machine per joiner, rank assignment,
+//! certificate issuance and the Welcome.
+//!
+//! Each joiner has its own deadline and is judged alone: a wrong secret, a malformed or
+//! oversized frame, or silence ends that joiner with a typed rejection and nobody else
+//! waits for it. The seed coordinates only; it is not a rank and carries no data.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{proof, reject, Action};
+use crate::codec::{DecodeError, Hello, Message, PeerEntry, RejectReason, Welcome};
+use crate::crypto::ClusterCa;
+use crate::event::Event;
+use crate::transport::ConnId;
+use crate::PROTOCOL_VERSION;
+
+/// A connection that has not been welcomed yet.
+#[derive(Debug)]
+struct Joiner {
+    remote: SocketAddr,
+    /// Hello must arrive by then; cleared once the Hello is accepted (the joiner then
+    /// waits for the rest of the world, which is not its fault).
+    deadline: Option<Instant>,
+    hello: Option<Hello>,
+    /// Order of acceptance, which decides free-rank assignment.
+    accepted_seq: Option<u64>,
+}
+
+/// The seed's membership state.
+pub(crate) struct SeedState {
+    world_size: u32,
+    secret: [u8; 32],
+    ca: ClusterCa,
+    cluster_id: [u8; 16],
+    epoch: u64,
+    join_timeout: Duration,
+    joiners: BTreeMap<ConnId, Joiner>,
+    next_seq: u64,
+    /// After formation: rank of each member's control connection.
+    members: BTreeMap<ConnId, u32>,
+    formed: bool,
+}
+
+impl std::fmt::Debug for SeedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedState")
+            .field("world_size", &self.world_size)
+            .field("joiners", &self.joiners.len())
+            .field("formed", &self.formed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeedState {
+    pub(crate) fn new(
+        world_size: u32,
+        secret: [u8; 32],
+        ca: ClusterCa,
+        cluster_id: [u8; 16],
+        join_timeout: Duration,
+    ) -> Self {
+        Self {
+            world_size,
+            secret,
+            ca,
+            cluster_id,
+            epoch: 1,
+            join_timeout,
+            joiners: BTreeMap::new(),
+            next_seq: 0,
+            members: BTreeMap::new(),
+            formed: false,
+        }
+    }
+
+    pub(crate) fn is_formed(&self) -> bool {
+        self.formed
+    }
+
+    pub(crate) fn world_size(&self) -> u32 {
+        self.world_size
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Joiners still in progress (for stats and tests).
+    pub(crate) fn pending_joiners(&self) -> usize {
+        self.joiners.len()
+    }
+
+    pub(crate) fn on_incoming(&mut self, now: Instant, conn: ConnId, remote: SocketAddr) {
+        self.joiners.insert(
+            conn,
+            Joiner {
+                remote,
+                deadline: Some(now + self.join_timeout),
+                hello: None,
+                accepted_seq: None,
+            },
+        );
+    }
+
+    /// A control message on `conn`. `exporter` is the session's keying material for the
+    /// join proof (None if the TLS layer could not give it, which fails the proof).
+    pub(crate) fn on_message(
+        &mut self,
+        conn: ConnId,
+        msg: Message,
+        exporter: Option<[u8; 32]>,
+    ) -> Vec<Action> {
+        if self.members.contains_key(&conn) {
+            // Members' control traffic (heartbeats, leave, checkpoints) is handled by the
+            // failure-detection and elastic layers; formation has nothing more to say.
+            return Vec::new();
+        }
+        let Some(joiner) = self.joiners.get(&conn) else {
+            return Vec::new();
+        };
+        let hello = match msg {
+            Message::Hello(h) if joiner.hello.is_none() => h,
+            // Anything but one Hello from a joiner is a protocol violation.
+            _ => return self.reject(conn, RejectReason::Malformed, 0),
+        };
+        if hello.version != PROTOCOL_VERSION {
+            return self.reject(conn, RejectReason::BadVersion, u64::from(hello.version));
+        }
+        let proven = exporter.is_some_and(|e| proof::verify(&self.secret, &e, &hello.join_proof));
+        if !proven {
+            return self.reject(conn, RejectReason::BadProof, 0);
+        }
+        if self.formed {
+            return self.reject(conn, RejectReason::ClusterFull, u64::from(self.world_size));
+        }
+        if let Some(r) = hello.requested_rank {
+            if r >= self.world_size {
+                return self.reject(conn, RejectReason::RankOutOfRange, u64::from(r));
+            }
+            let taken = self.joiners.values().any(|j| {
+                j.hello
+                    .as_ref()
+                    .is_some_and(|h| h.requested_rank == Some(r))
+            });
+            if taken {
+                return self.reject(conn, RejectReason::RankTaken, u64::from(r));
+            }
+        }
+        // Refuse a request we could never sign now, not at formation time.
+        if self.ca.sign_request(&hello.csr_der, 0, 0).is_err() {
+            return self.reject(conn, RejectReason::BadCertificateRequest, 0);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(j) = self.joiners.get_mut(&conn) {
+            j.hello = Some(hello);
+            j.deadline = None;
+            j.accepted_seq = Some(seq);
+        }
+        self.try_form()
+    }
+
+    /// The joiner's bytes could not be decoded (the transport already stopped reading).
+    pub(crate) fn on_malformed(&mut self, conn: ConnId, error: &DecodeError) -> Vec<Action> {
+        if !self.joiners.contains_key(&conn) {
+            return Vec::new();
+        }
+        match error {
+            DecodeError::TooLarge { len, .. } => {
+                self.reject(conn, RejectReason::FrameTooLarge, *len)
+            }
+            _ => self.reject(conn, RejectReason::Malformed, 0),
+        }
+    }
+
+    pub(crate) fn on_lost(&mut self, conn: ConnId) {
+        // A joiner that leaves before formation frees its slot (and requested rank).
+        self.joiners.remove(&conn);
+        self.members.remove(&conn);
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
+        let expired: Vec<ConnId> = self
+            .joiners
+            .iter()
+            .filter(|(_, j)| j.deadline.is_some_and(|d| d <= now))
+            .map(|(c, _)| *c)
+            .collect();
+        let mut actions = Vec::new();
+        for conn in expired {
+            let ms = u64::try_from(self.join_timeout.as_millis()).unwrap_or(u64::MAX);
+            actions.extend(self.reject(conn, RejectReason::Timeout, ms));
+        }
+        actions
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.joiners.values().filter_map(|j| j.deadline).min()
+    }
+
+    fn reject(&mut self, conn: ConnId, reason: RejectReason, detail: u64) -> Vec<Action> {
+        let Some(joiner) = self.joiners.remove(&conn) else {
+            return Vec::new();
+        };
+        vec![
+            reject(conn, reason, detail),
+            Action::Event(Event::JoinerRejected {
+                remote: joiner.remote,
+                reason,
+            }),
+        ]
+    }
+
+    /// Once `world_size` joiners are accepted: assign ranks, issue certificates, welcome.
+    fn try_form(&mut self) -> Vec<Action> {
+        let mut accepted: Vec<(u64, ConnId)> = self
+            .joiners
+            .iter()
+            .filter_map(|(c, j)| j.accepted_seq.map(|s| (s, *c)))
+            .collect();
+        if accepted.len() < self.world_size as usize {
+            return Vec::new();
+        }
+        accepted.sort();
+        // Requested ranks first; the rest take the free ranks in order of acceptance.
+        let mut by_rank: BTreeMap<u32, ConnId> = BTreeMap::new();
+        for (_, c) in &accepted {
+            if let Some(r) = self.joiners[c]
+                .hello
+                .as_ref()
+                .and_then(|h| h.requested_rank)
+            {
+                by_rank.insert(r, *c);
+            }
+        }
+        let mut free: std::collections::VecDeque<u32> = (0..self.world_size)
+            .filter(|r| !by_rank.contains_key(r))
+            .collect();
+        for (_, c) in &accepted {
+            let requested = self.joiners[c]
+                .hello
+                .as_ref()
+                .and_then(|h| h.requested_rank);
+            if requested.is_none() {
+                if let Some(r) = free.pop_front() {
+                    by_rank.insert(r, *c);
+                }
+            }
+        }
+        let peers: Vec<PeerEntry> = by_rank
+            .iter()
+            .map(|(rank, c)| {
+                let j = &self.joiners[c];
+                let hello = j.hello.as_ref().expect("accepted joiners have a Hello");
+                PeerEntry {
+                    rank: *rank,
+                    addr: advertised(hello.listen_addr, j.remote),
+                    incarnation: hello.incarnation,
+                }
+            })
+            .collect();
+        let mut certs = Vec::with_capacity(by_rank.len());
+        for (rank, c) in &by_rank {
+            let hello = self.joiners[c]
+                .hello
+                .as_ref()
+                .expect("accepted joiners have a Hello");
+            let serial = (self.epoch << 32) | u64::from(*rank);
+            match self.ca.sign_request(&hello.csr_der, *rank, serial) {
+                Ok(cert) => certs.push((*rank, *c, cert)),
+                // Checked at Hello time, so this cannot fail unless the CA is broken; if it
+                // does, refuse that joiner and wait for another rather than form wrongly.
+                Err(_) => return self.reject(*c, RejectReason::BadCertificateRequest, 0),
+            }
+        }
+        let ca_cert_der = Bytes::from(self.ca.cert_der().to_vec());
+        let mut actions = Vec::with_capacity(certs.len() + 1);
+        for (rank, conn, cert) in certs {
+            actions.push(Action::Send {
+                conn,
+                msg: Message::Welcome(Welcome {
+                    rank,
+                    world_size: self.world_size,
+                    epoch: self.epoch,
+                    cluster_id: self.cluster_id,
+                    peers: peers.clone(),
+                    ca_cert_der: ca_cert_der.clone(),
+                    node_cert_der: Bytes::from(cert.to_vec()),
+                }),
+            });
+            self.joiners.remove(&conn);
+            self.members.insert(conn, rank);
+        }
+        self.formed = true;
+        actions.push(Action::Event(Event::ClusterFormed {
+            world_size: self.world_size,
+            epoch: self.epoch,
+        }));
+        actions
+    }
+}
+
+/// The address other ranks should dial: the advertised one, with an unspecified IP
+/// replaced by the IP the seed saw the connection come from.
+fn advertised(listen: SocketAddr, remote: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        SocketAddr::new(remote.ip(), listen.port())
+    } else {
+        listen
+    }
+}

@@ -1,0 +1,392 @@
+//! The worker's side of formation: prove the secret to a pinned seed, take the Welcome,
+//! then build the peer mesh.
+//!
+//! Who dials: rank `i` dials every rank `j < i` and accepts from every rank above it, so
+//! each pair has exactly one connection and no tie-breaking is needed. A dial that is
+//! refused (the peer has not processed its own Welcome yet, so it is not listening) or
+//! lost before the handshake completes is retried with exponential backoff until the
+//! formation deadline.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{proof, Action, CLOSE_REJECT_BASE};
+use crate::codec::{Hello, JoinRejected, Message, RejectReason, Welcome};
+use crate::error::JoinError;
+use crate::event::Event;
+use crate::transport::{ConnId, LostReason};
+use crate::PROTOCOL_VERSION;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Our link to one other rank during and after mesh formation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Link {
+    /// We dialled; handshake in progress.
+    Dialing { conn: ConnId, attempt: u32 },
+    /// The last dial failed; dial again at `at`.
+    Backoff { at: Instant, attempt: u32 },
+    /// A higher rank: it dials us.
+    Awaiting,
+    /// Handshake complete and identity checked.
+    Connected { conn: ConnId },
+}
+
+/// What a welcomed worker knows about the cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct Membership {
+    pub(crate) rank: u32,
+    pub(crate) world_size: u32,
+    pub(crate) epoch: u64,
+    pub(crate) cluster_id: [u8; 16],
+    pub(crate) addrs: BTreeMap<u32, SocketAddr>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Joining,
+    Meshing,
+    Ready,
+    Failed,
+}
+
+/// The worker's membership state.
+#[derive(Debug)]
+pub(crate) struct WorkerState {
+    phase: Phase,
+    seed_conn: Option<ConnId>,
+    deadline: Instant,
+    secret: [u8; 32],
+    hello: Hello,
+    membership: Option<Membership>,
+    links: BTreeMap<u32, Link>,
+    conn_rank: BTreeMap<ConnId, u32>,
+}
+
+impl WorkerState {
+    /// `hello` is complete except for the proof, which needs the live TLS session.
+    pub(crate) fn new(secret: [u8; 32], hello: Hello, deadline: Instant) -> Self {
+        Self {
+            phase: Phase::Joining,
+            seed_conn: None,
+            deadline,
+            secret,
+            hello,
+            membership: None,
+            links: BTreeMap::new(),
+            conn_rank: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn set_seed_conn(&mut self, conn: ConnId) {
+        self.seed_conn = Some(conn);
+    }
+
+    pub(crate) fn seed_conn(&self) -> Option<ConnId> {
+        self.seed_conn
+    }
+
+    pub(crate) fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready)
+    }
+
+    /// The connection to `rank`, once the mesh link is up.
+    pub(crate) fn conn_of(&self, rank: u32) -> Option<ConnId> {
+        match self.links.get(&rank) {
+            Some(Link::Connected { conn }) => Some(*conn),
+            _ => None,
+        }
+    }
+
+    /// The rank on the other end of a connected mesh link.
+    pub(crate) fn rank_of(&self, conn: ConnId) -> Option<u32> {
+        let rank = *self.conn_rank.get(&conn)?;
+        (self.conn_of(rank) == Some(conn)).then_some(rank)
+    }
+
+    /// The seed connection's handshake finished: prove the secret and say Hello.
+    pub(crate) fn on_seed_connected(&mut self, exporter: Option<[u8; 32]>) -> Vec<Action> {
+        let (Some(conn), Some(exporter)) = (self.seed_conn, exporter) else {
+            return self.fail_with(JoinError::SeedUntrusted {
+                detail: "TLS session offers no keying material".into(),
+            });
+        };
+        let mut hello = self.hello.clone();
+        hello.version = PROTOCOL_VERSION;
+        hello.join_proof = proof::compute(&self.secret, &exporter);
+        vec![Action::Send {
+            conn,
+            msg: Message::Hello(hello),
+        }]
+    }
+
+    /// A control message from the seed. `check_cert` validates that the Welcome's
+    /// certificate holds our public key and names the rank (a crypto question the node
+    /// answers).
+    pub(crate) fn on_seed_message(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        check_cert: impl FnOnce(&Welcome) -> Result<(), String>,
+    ) -> Vec<Action> {
+        match msg {
+            Message::Welcome(w) if matches!(self.phase, Phase::Joining) => {
+                if let Err(detail) = check_cert(&w).and_then(|()| check_table(&w)) {
+                    return self.fail_with(JoinError::BadWelcome { detail });
+                }
+                self.on_welcome(now, w)
+            }
+            Message::JoinRejected(JoinRejected { reason, .. }) => {
+                self.fail_with(JoinError::Rejected { reason })
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, w: Welcome) -> Vec<Action> {
+        let addrs: BTreeMap<u32, SocketAddr> = w.peers.iter().map(|p| (p.rank, p.addr)).collect();
+        let me = w.rank;
+        self.membership = Some(Membership {
+            rank: me,
+            world_size: w.world_size,
+            epoch: w.epoch,
+            cluster_id: w.cluster_id,
+            addrs: addrs.clone(),
+        });
+        self.phase = Phase::Meshing;
+        let mut actions = vec![Action::Listen];
+        for rank in addrs.keys().copied().filter(|r| *r != me) {
+            if rank < me {
+                self.links.insert(
+                    rank,
+                    Link::Backoff {
+                        at: now,
+                        attempt: 0,
+                    },
+                );
+            } else {
+                self.links.insert(rank, Link::Awaiting);
+            }
+        }
+        actions.extend(self.dial_due(now));
+        actions.extend(self.check_ready());
+        actions
+    }
+
+    /// A mesh handshake completed. For connections we accepted, `cert_rank` is the rank
+    /// the peer's CA-signed certificate names.
+    pub(crate) fn on_mesh_connected(
+        &mut self,
+        conn: ConnId,
+        cert_rank: Option<u32>,
+    ) -> Vec<Action> {
+        let Some(m) = &self.membership else {
+            return Vec::new();
+        };
+        if let Some(&rank) = self.conn_rank.get(&conn) {
+            // A dial of ours: webpki already checked the peer's name is this rank.
+            if matches!(self.links.get(&rank), Some(Link::Dialing { conn: c, .. }) if *c == conn) {
+                self.links.insert(rank, Link::Connected { conn });
+            }
+            return self.check_ready();
+        }
+        match cert_rank {
+            // Only higher ranks dial us, and only once.
+            Some(rank) if rank > m.rank && rank < m.world_size => {
+                if matches!(self.links.get(&rank), Some(Link::Awaiting)) {
+                    self.links.insert(rank, Link::Connected { conn });
+                    self.conn_rank.insert(conn, rank);
+                    return self.check_ready();
+                }
+                vec![Action::Close {
+                    conn,
+                    code: 0x2,
+                    reason: bytes::Bytes::from_static(b"duplicate mesh connection"),
+                }]
+            }
+            _ => vec![Action::Close {
+                conn,
+                code: 0x2,
+                reason: bytes::Bytes::from_static(b"unexpected peer identity"),
+            }],
+        }
+    }
+
+    /// Record a dial the node made for `rank`.
+    pub(crate) fn on_dialed(&mut self, rank: u32, conn: ConnId, attempt: u32) {
+        self.links.insert(rank, Link::Dialing { conn, attempt });
+        self.conn_rank.insert(conn, rank);
+    }
+
+    /// A connection ended. Returns the rank it belonged to if it was a live mesh link,
+    /// so the node can fail what waited on that rank.
+    pub(crate) fn on_lost(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: &LostReason,
+    ) -> (Option<u32>, Vec<Action>) {
+        if Some(conn) == self.seed_conn {
+            self.seed_conn = None;
+            if matches!(self.phase, Phase::Joining) {
+                let error = match reason {
+                    LostReason::ClosedByPeer { code, .. } if *code >= CLOSE_REJECT_BASE => {
+                        match u8::try_from(code - CLOSE_REJECT_BASE)
+                            .ok()
+                            .and_then(|c| RejectReason::try_from(c).ok())
+                        {
+                            Some(reason) => JoinError::Rejected { reason },
+                            None => JoinError::SeedLost {
+                                detail: format!("closed with code {code}"),
+                            },
+                        }
+                    }
+                    LostReason::Transport(detail) => JoinError::SeedUntrusted {
+                        detail: detail.clone(),
+                    },
+                    other => JoinError::SeedLost {
+                        detail: format!("{other:?}"),
+                    },
+                };
+                return (None, self.fail_with(error));
+            }
+            return (None, Vec::new());
+        }
+        let Some(rank) = self.conn_rank.remove(&conn) else {
+            return (None, Vec::new());
+        };
+        match self.links.get(&rank).cloned() {
+            Some(Link::Dialing { conn: c, attempt }) if c == conn => {
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(MAX_BACKOFF);
+                self.links.insert(
+                    rank,
+                    Link::Backoff {
+                        at: now + backoff,
+                        attempt: attempt + 1,
+                    },
+                );
+                (None, Vec::new())
+            }
+            Some(Link::Connected { conn: c }) if c == conn => {
+                // Failure detection and recovery (the membership-in-motion layer) decide
+                // what a lost live peer means; the link is simply gone here.
+                self.links.remove(&rank);
+                (Some(rank), Vec::new())
+            }
+            _ => (None, Vec::new()),
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
+        if matches!(self.phase, Phase::Joining | Phase::Meshing) && now >= self.deadline {
+            let missing = self
+                .links
+                .iter()
+                .filter(|(_, l)| !matches!(l, Link::Connected { .. }))
+                .map(|(r, _)| *r)
+                .collect();
+            return self.fail_with(JoinError::Timeout { missing });
+        }
+        self.dial_due(now)
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Joining | Phase::Meshing => {
+                let backoff = self.links.values().filter_map(|l| match l {
+                    Link::Backoff { at, .. } => Some(*at),
+                    _ => None,
+                });
+                backoff.chain(std::iter::once(self.deadline)).min()
+            }
+            Phase::Ready | Phase::Failed => None,
+        }
+    }
+
+    fn dial_due(&mut self, now: Instant) -> Vec<Action> {
+        let Some(m) = &self.membership else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        for (rank, link) in &self.links {
+            if let Link::Backoff { at, attempt } = link {
+                if *at <= now {
+                    actions.push(Action::Dial {
+                        rank: *rank,
+                        addr: m.addrs[rank],
+                        attempt: *attempt,
+                    });
+                }
+            }
+        }
+        actions
+    }
+
+    fn check_ready(&mut self) -> Vec<Action> {
+        let Some(m) = &self.membership else {
+            return Vec::new();
+        };
+        let all = self
+            .links
+            .values()
+            .all(|l| matches!(l, Link::Connected { .. }));
+        if matches!(self.phase, Phase::Meshing) && all {
+            self.phase = Phase::Ready;
+            return vec![Action::Event(Event::Ready {
+                rank: m.rank,
+                world_size: m.world_size,
+                epoch: m.epoch,
+            })];
+        }
+        Vec::new()
+    }
+
+    pub(crate) fn fail_with(&mut self, error: JoinError) -> Vec<Action> {
+        if matches!(self.phase, Phase::Failed | Phase::Ready) {
+            return Vec::new();
+        }
+        self.phase = Phase::Failed;
+        let mut actions: Vec<Action> = self
+            .links
+            .values()
+            .filter_map(|l| match l {
+                Link::Dialing { conn, .. } | Link::Connected { conn } => Some(*conn),
+                _ => None,
+            })
+            .chain(self.seed_conn)
+            .map(|conn| Action::Close {
+                conn,
+                code: 0,
+                reason: bytes::Bytes::new(),
+            })
+            .collect();
+        actions.push(Action::Event(Event::JoinFailed { error }));
+        actions
+    }
+}
+
+/// The peer table must list ranks 0..world_size exactly once, including ours.
+fn check_table(w: &Welcome) -> Result<(), String> {
+    if w.world_size == 0 || w.rank >= w.world_size {
+        return Err(format!("rank {} outside world of {}", w.rank, w.world_size));
+    }
+    let ranks: Vec<u32> = w.peers.iter().map(|p| p.rank).collect();
+    let expected: Vec<u32> = (0..w.world_size).collect();
+    let mut sorted = ranks.clone();
+    sorted.sort_unstable();
+    if sorted != expected {
+        return Err(format!(
+            "peer table ranks {ranks:?} are not 0..{}",
+            w.world_size
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Routing transport events to the role's state machine, and its actions back down.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Node, Role};
+use crate::codec::{Message, Welcome};
+use crate::crypto::{rank_from_cert, rank_server_name};
+use crate::error::JoinError;
+use crate::event::{Event, OpId};
+use crate::membership::{proof, Action};
+use crate::p2p::ArrivalError;
+use crate::transport::{ConnId, StreamClass, TransportEvent};
+
+/// Application close code for a peer that broke the protocol after joining.
+const CLOSE_PROTOCOL: u64 = 0x3;
+
+impl Node {
+    /// Drain everything the transport has to say, feeding the role, until quiet.
+    pub(super) fn process(&mut self, now: Instant) {
+        while let Some(event) = self.transport.poll_event() {
+            let actions = match &self.role {
+                Role::Seed { .. } => self.route_seed(now, event),
+                Role::Worker(_) => self.route_worker(now, event),
+            };
+            self.apply(now, actions);
+        }
+    }
+
+    fn route_seed(&mut self, now: Instant, event: TransportEvent) -> Vec<Action> {
+        let Role::Seed { state, .. } = &mut self.role else {
+            return Vec::new();
+        };
+        match event {
+            TransportEvent::Incoming { conn, remote } => {
+                state.on_incoming(now, conn, remote);
+                Vec::new()
+            }
+            TransportEvent::Connected { .. } => Vec::new(),
+            // The seed carries no data, so anything on any stream is membership traffic;
+            // the state machine refuses what does not belong.
+            TransportEvent::Message { conn, msg, .. } => {
+                let exporter = self
+                    .transport
+                    .export_keying_material(conn, proof::EXPORTER_LABEL);
+                state.on_message(conn, msg, exporter)
+            }
+            TransportEvent::Malformed { conn, error } => state.on_malformed(conn, &error),
+            TransportEvent::Lost { conn, .. } => {
+                state.on_lost(conn);
+                Vec::new()
+            }
+        }
+    }
+
+    fn route_worker(&mut self, now: Instant, event: TransportEvent) -> Vec<Action> {
+        let Role::Worker(w) = &mut self.role else {
+            return Vec::new();
+        };
+        match event {
+            TransportEvent::Incoming { .. } => Vec::new(),
+            TransportEvent::Connected { conn } if Some(conn) == w.seed_conn() => {
+                let exporter = self
+                    .transport
+                    .export_keying_material(conn, proof::EXPORTER_LABEL);
+                w.on_seed_connected(exporter)
+            }
+            TransportEvent::Connected { conn } => {
+                let cert_rank = w.membership().and_then(|m| {
+                    let certs = self.transport.peer_certificates(conn)?;
+                    rank_from_cert(certs.first()?.as_ref(), m.cluster_id)
+                });
+                w.on_mesh_connected(conn, cert_rank)
+            }
+            TransportEvent::Message { conn, msg, .. } if Some(conn) == w.seed_conn() => {
+                if let Message::Welcome(welcome) = &msg {
+                    self.tls.stage_welcome(welcome);
+                }
+                let tls = &self.tls;
+                w.on_seed_message(now, msg, |welcome: &Welcome| tls.check_welcome(welcome))
+            }
+            TransportEvent::Message { conn, class, msg } => {
+                let Some(from) = w.rank_of(conn) else {
+                    return Vec::new();
+                };
+                let epoch = w.membership().map_or(0, |m| m.epoch);
+                match (class, msg) {
+                    (StreamClass::P2p, Message::Tagged(t)) if t.epoch == epoch => {
+                        self.deliver_tagged(now, from, t.tag, t.seq, t.payload);
+                        Vec::new()
+                    }
+                    // Messages from an earlier epoch are stale by definition: drop them.
+                    (StreamClass::P2p, Message::Tagged(_)) => Vec::new(),
+                    // Collectives and liveness traffic are handled by their own layers.
+                    _ => Vec::new(),
+                }
+            }
+            TransportEvent::Malformed { conn, .. } => {
+                vec![Action::Close {
+                    conn,
+                    code: CLOSE_PROTOCOL,
+                    reason: Bytes::from_static(b"malformed frame"),
+                }]
+            }
+            TransportEvent::Lost { conn, reason } => {
+                let (lost_rank, actions) = w.on_lost(now, conn, &reason);
+                if let Some(rank) = lost_rank {
+                    self.fail_waiting_on(rank);
+                }
+                actions
+            }
+        }
+    }
+
+    /// Carry out what a state machine asked for.
+    pub(super) fn apply(&mut self, now: Instant, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { conn, msg } => {
+                    // A send to a connection that is already going away has no one to
+                    // reach; its loss is reported through the connection's own event.
+                    let _ = self
+                        .transport
+                        .send(conn, StreamClass::Control, msg.to_frame());
+                }
+                Action::Close { conn, code, reason } => {
+                    self.transport.close(now, conn, code, reason)
+                }
+                Action::Event(event) => self.events.push_back(event),
+                Action::Listen => match self.tls.mesh_server_config() {
+                    Ok(config) => self.transport.set_server_config(Some(config)),
+                    Err(detail) => self.join_failed(now, JoinError::BadWelcome { detail }),
+                },
+                Action::Dial {
+                    rank,
+                    addr,
+                    attempt,
+                } => self.dial(now, rank, addr, attempt),
+            }
+        }
+    }
+
+    fn dial(&mut self, now: Instant, rank: u32, addr: std::net::SocketAddr, attempt: u32) {
+        let Role::Worker(w) = &mut self.role else {
+            return;
+        };
+        let Some(cluster_id) = w.membership().map(|m| m.cluster_id) else {
+            return;
+        };
+        let config = match self.tls.mesh_client_config() {
+            Ok(c) => c,
+            Err(detail) => return self.join_failed(now, JoinError::BadWelcome { detail }),
+        };
+        match self
+            .transport
+            .connect(now, config, addr, &rank_server_name(cluster_id, rank))
+        {
+            Ok(conn) => w.on_dialed(rank, conn, attempt),
+            Err(e) => {
+                let detail = format!("cannot dial rank {rank} at {addr}: {e}");
+                self.join_failed(now, JoinError::BadWelcome { detail });
+            }
+        }
+    }
+
+    fn join_failed(&mut self, now: Instant, error: JoinError) {
+        if let Role::Worker(w) = &mut self.role {
+            let actions = w.fail_with(error);
+            self.apply(now, actions);
+        }
+    }
+
+    /// A tagged message from `from` (possibly ourselves) arrived in order.
+    pub(super) fn deliver_tagged(
+        &mut self,
+        now: Instant,
+        from: u32,
+        tag: u64,
+        seq: u64,
+        data: Bytes,
+    ) {
+        match self.p2p.on_arrival(from, tag, seq, data) {
+            Ok(Some(event)) => self.events.push_back(event),
+            Ok(None) => {
+                if self.p2p.unmatched_bytes(from) > self.max_unmatched {
+                    if let Ok(conn) = self.conn_of(from) {
+                        self.transport.set_reading(conn, StreamClass::P2p, false);
+                    }
+                }
+            }
+            Err(ArrivalError::OutOfSequence { .. }) => {
+                // QUIC delivers a stream once and in order, so a gap means the peer is
+                // broken or hostile: cut it off rather than guess.
+                if let Ok(conn) = self.conn_of(from) {
+                    self.close_conn(now, conn);
+                }
+            }
+        }
+    }
+
+    /// A receive consumed buffered bytes from `from`; read its stream again if we stopped.
+    pub(super) fn resume_reading(&mut self, from: u32) {
+        if self.p2p.unmatched_bytes(from) <= self.max_unmatched {
+            if let Ok(conn) = self.conn_of(from) {
+                self.transport.set_reading(conn, StreamClass::P2p, true);
+            }
+        }
+    }
+
+    fn close_conn(&mut self, now: Instant, conn: ConnId) {
+        self.transport.close(
+            now,
+            conn,
+            CLOSE_PROTOCOL,
+            Bytes::from_static(b"protocol violation"),
+        );
+    }
+
+    /// Receives waiting on a rank that is gone fail now, rather than wait forever.
+    fn fail_waiting_on(&mut self, rank: u32) {
+        for op in self.p2p.take_posted_from(rank) {
+            self.events.push_back(failed(op, rank));
+        }
+    }
+}
+
+fn failed(op: OpId, rank: u32) -> Event {
+    Event::Completed {
+        op,
+        outcome: Err(crate::error::OpError::PeerLost { rank }),
+    }
+}

@@ -1,0 +1,403 @@
+//! `Node`: one seed or worker as a pure state machine over quinn-proto.
+//!
+//! The node composes the layers: the transport (QUIC connections and framed streams),
+//! membership (the seed's joiners or the worker's join and mesh) and tagged
+//! point-to-point. It does no I/O; see the crate docs for the run-loop contract.
+
+mod dispatch;
+#[cfg(feature = "sim")]
+mod sim_host;
+mod tls;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{Hello, Message, Tagged};
+use crate::config::{NodeConfig, SeedConfig};
+use crate::crypto::{ClusterCa, DetRng};
+use crate::error::{CommandError, ConfigError};
+use crate::event::{Event, OpId, Outcome};
+use crate::membership::seed::SeedState;
+use crate::membership::worker::WorkerState;
+use crate::p2p::P2p;
+use crate::ticket::JoinTicket;
+use crate::transport::{SendError, StreamClass, Transport, TransportLimits};
+use crate::Transmit;
+
+/// What a node is asked to do. Each accepted command returns an [`OpId`]; its result
+/// arrives later as [`Event::Completed`] with that id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Send `data` to rank `to` under `tag`. Completes with `Outcome::Sent` once QUIC has
+    /// taken the bytes.
+    Send {
+        /// Destination rank (may be our own).
+        to: u32,
+        /// Matching tag.
+        tag: u64,
+        /// The payload.
+        data: Bytes,
+    },
+    /// Receive the next message from rank `from` under `tag` (in the order sent).
+    Recv {
+        /// Source rank (may be our own).
+        from: u32,
+        /// Matching tag.
+        tag: u64,
+    },
+}
+
+/// Seed or worker, with the role's state machine.
+#[derive(Debug)]
+enum Role {
+    Seed {
+        state: Box<SeedState>,
+        ticket: JoinTicket,
+    },
+    Worker(WorkerState),
+}
+
+/// Counters for tests, benchmarks and operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Bytes reserved by stream decoders across all connections.
+    pub buffered_bytes: usize,
+    /// Open QUIC connections (including those closing).
+    pub connections: usize,
+    /// Seed: joiners not yet welcomed or rejected.
+    pub pending_joiners: usize,
+}
+
+/// A nexar node: a seed that forms the cluster, or a worker that is one rank of it.
+pub struct Node {
+    transport: Transport,
+    role: Role,
+    tls: tls::Tls,
+    max_unmatched: usize,
+    p2p: P2p,
+    events: VecDeque<Event>,
+    next_op: u64,
+    /// The latest `now` seen; earlier readings are clamped to it (time never goes back).
+    now: Instant,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("role", &self.role)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A seed for `seed.world_size` ranks. Its [`ticket`](Self::ticket) is what workers
+    /// need; the seed starts listening at once.
+    pub fn seed(config: NodeConfig, seed: SeedConfig, now: Instant) -> Result<Self, ConfigError> {
+        if seed.world_size == 0 {
+            return Err(ConfigError::EmptyWorld);
+        }
+        let tls = tls::Tls::new(&config)?;
+        let mut rng = DetRng::derive(&config.rng_seed, "cluster");
+        let cluster_id: [u8; 16] = rng.array();
+        let ca = ClusterCa::new(&mut rng, cluster_id, tls.unix_time());
+        let ticket = JoinTicket {
+            addr: config.listen_addr,
+            secret: seed.secret,
+            pin: tls.identity().spki_sha256(),
+        };
+        let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
+        transport.set_server_config(Some(tls.bootstrap_server_config()?));
+        let state = SeedState::new(
+            seed.world_size,
+            seed.secret,
+            ca,
+            cluster_id,
+            config.join_timeout,
+        );
+        Ok(Self::assemble(
+            config,
+            transport,
+            Role::Seed {
+                state: Box::new(state),
+                ticket,
+            },
+            tls,
+            now,
+        ))
+    }
+
+    /// A worker that joins the cluster the ticket names. Dialling starts at once;
+    /// `Event::Ready` (or `Event::JoinFailed`) tells how it went.
+    pub fn worker(
+        config: NodeConfig,
+        ticket: &JoinTicket,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        let tls = tls::Tls::new(&config)?;
+        let csr = tls
+            .identity()
+            .certificate_request_der("nexar-worker")
+            .map_err(|e| ConfigError::Crypto(e.to_string()))?;
+        let hello = Hello {
+            version: crate::PROTOCOL_VERSION,
+            join_proof: [0; 32],
+            csr_der: Bytes::from(csr),
+            listen_addr: config.listen_addr,
+            requested_rank: config.requested_rank,
+            incarnation: config.incarnation,
+        };
+        let mut state = WorkerState::new(ticket.secret, hello, now + config.formation_timeout);
+        let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
+        let client = tls.bootstrap_client_config(ticket.pin)?;
+        match transport.connect(now, client, ticket.addr, "seed.nexar") {
+            Ok(conn) => state.set_seed_conn(conn),
+            Err(e) => return Err(ConfigError::Crypto(format!("cannot dial the seed: {e}"))),
+        }
+        Ok(Self::assemble(
+            config,
+            transport,
+            Role::Worker(state),
+            tls,
+            now,
+        ))
+    }
+
+    fn assemble(
+        config: NodeConfig,
+        transport: Transport,
+        role: Role,
+        tls: tls::Tls,
+        now: Instant,
+    ) -> Self {
+        let mut node = Self {
+            transport,
+            role,
+            tls,
+            max_unmatched: config.max_unmatched_bytes,
+            p2p: P2p::default(),
+            events: VecDeque::new(),
+            next_op: 0,
+            now,
+        };
+        node.process(now);
+        node
+    }
+
+    // ---- getters -------------------------------------------------------------------
+
+    /// This worker's rank once welcomed; `None` for the seed or before the Welcome.
+    pub fn rank(&self) -> Option<u32> {
+        match &self.role {
+            Role::Worker(w) => w.membership().map(|m| m.rank),
+            Role::Seed { .. } => None,
+        }
+    }
+
+    /// The number of ranks, once known.
+    pub fn world_size(&self) -> Option<u32> {
+        match &self.role {
+            Role::Worker(w) => w.membership().map(|m| m.world_size),
+            Role::Seed { state, .. } => state.is_formed().then_some(state.world_size()),
+        }
+    }
+
+    /// The membership epoch (0 before a worker is welcomed).
+    pub fn epoch(&self) -> u64 {
+        match &self.role {
+            Role::Worker(w) => w.membership().map_or(0, |m| m.epoch),
+            Role::Seed { state, .. } => state.epoch(),
+        }
+    }
+
+    /// The seed's join ticket; `None` on a worker.
+    pub fn ticket(&self) -> Option<&JoinTicket> {
+        match &self.role {
+            Role::Seed { ticket, .. } => Some(ticket),
+            Role::Worker(_) => None,
+        }
+    }
+
+    /// True once a worker has emitted `Ready`.
+    pub fn is_ready(&self) -> bool {
+        matches!(&self.role, Role::Worker(w) if w.is_ready())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            buffered_bytes: self.transport.buffered_bytes(),
+            connections: self.transport.connection_count(),
+            pending_joiners: match &self.role {
+                Role::Seed { state, .. } => state.pending_joiners(),
+                Role::Worker(_) => 0,
+            },
+        }
+    }
+
+    // ---- inputs --------------------------------------------------------------------
+
+    /// A UDP datagram arrived from `from` (`ecn`: the two ECN bits of the IP header).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<u8>,
+        data: BytesMut,
+    ) {
+        let now = self.clock(now);
+        self.transport.handle_datagram(now, from, ecn, data);
+        self.process(now);
+    }
+
+    /// The deadline from `poll_timeout` passed; pass the clock reading, not the deadline.
+    /// Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock(now);
+        self.transport.handle_timeout(now);
+        let actions = match &mut self.role {
+            Role::Seed { state, .. } => state.handle_timeout(now),
+            Role::Worker(w) => w.handle_timeout(now),
+        };
+        self.apply(now, actions);
+        self.process(now);
+    }
+
+    // ---- commands ------------------------------------------------------------------
+
+    /// Start an operation. Errors mean nothing was started.
+    pub fn command(&mut self, now: Instant, command: Command) -> Result<OpId, CommandError> {
+        let now = self.clock(now);
+        let (me, world, epoch) = self.ready_membership()?;
+        let result = match command {
+            Command::Send { to, tag, data } => {
+                check_rank(to, world)?;
+                let op = self.op();
+                if to == me {
+                    let seq = self.p2p.next_seq(to, tag);
+                    self.deliver_tagged(now, me, tag, seq, data);
+                } else {
+                    let conn = self.conn_of(to)?;
+                    let seq = self.p2p.next_seq(to, tag);
+                    let frame = Message::Tagged(Tagged {
+                        epoch,
+                        tag,
+                        seq,
+                        payload: data,
+                    })
+                    .to_frame();
+                    self.transport
+                        .send(conn, StreamClass::P2p, frame)
+                        .map_err(|e| send_error(to, e))?;
+                }
+                self.events.push_back(Event::Completed {
+                    op,
+                    outcome: Ok(Outcome::Sent),
+                });
+                Ok(op)
+            }
+            Command::Recv { from, tag } => {
+                check_rank(from, world)?;
+                let op = self.op();
+                if let Some(event) = self.p2p.post(op, from, tag) {
+                    self.events.push_back(event);
+                    self.resume_reading(from);
+                }
+                Ok(op)
+            }
+        };
+        self.process(now);
+        result
+    }
+
+    // ---- outputs -------------------------------------------------------------------
+
+    /// The next datagram to send, written into `buf`. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let now = self.clock(now);
+        let t = self.transport.poll_transmit(now, buf);
+        self.process(now);
+        t
+    }
+
+    /// The next event for the application. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call `handle_timeout` next, if ever.
+    #[must_use]
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let role = match &self.role {
+            Role::Seed { state, .. } => state.poll_timeout(),
+            Role::Worker(w) => w.poll_timeout(),
+        };
+        [self.transport.poll_timeout(), role]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ---- internals -----------------------------------------------------------------
+
+    fn clock(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    fn op(&mut self) -> OpId {
+        self.next_op += 1;
+        OpId(self.next_op)
+    }
+
+    fn ready_membership(&self) -> Result<(u32, u32, u64), CommandError> {
+        match &self.role {
+            Role::Worker(w) if w.is_ready() => {
+                let m = w.membership().ok_or(CommandError::NotReady)?;
+                Ok((m.rank, m.world_size, m.epoch))
+            }
+            _ => Err(CommandError::NotReady),
+        }
+    }
+
+    fn conn_of(&self, rank: u32) -> Result<crate::transport::ConnId, CommandError> {
+        match &self.role {
+            Role::Worker(w) => w
+                .conn_of(rank)
+                .ok_or(CommandError::PeerUnavailable { rank }),
+            Role::Seed { .. } => Err(CommandError::NotReady),
+        }
+    }
+}
+
+fn transport_limits(config: &NodeConfig) -> TransportLimits {
+    TransportLimits {
+        codec: config.limits,
+        max_queued_bytes: config.max_queued_bytes,
+        max_incoming: config.max_joiners,
+    }
+}
+
+fn check_rank(rank: u32, world_size: u32) -> Result<(), CommandError> {
+    if rank < world_size {
+        Ok(())
+    } else {
+        Err(CommandError::UnknownRank { rank, world_size })
+    }
+}
+
+fn send_error(to: u32, e: SendError) -> CommandError {
+    match e {
+        SendError::QueueFull { queued, limit } => CommandError::Backpressure { to, queued, limit },
+        SendError::UnknownConnection | SendError::Closing => {
+            CommandError::PeerUnavailable { rank: to }
+        }
+    }
+}

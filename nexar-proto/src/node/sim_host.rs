@@ -1,0 +1,28 @@
+//! A `Node` is a simulator host: the simulator drives it exactly as a driver would.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::Node;
+use crate::sim::SimHost;
+use crate::Transmit;
+
+impl SimHost for Node {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, ecn: Option<u8>, data: &[u8]) {
+        Node::handle_datagram(self, now, from, ecn, BytesMut::from(data));
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Node::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        Node::poll_transmit(self, now, buf)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        Node::poll_timeout(self)
+    }
+}

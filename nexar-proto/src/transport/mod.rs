@@ -1,0 +1,390 @@
+//! The quinn-proto layer: one `Endpoint`, its `Connection`s, and framed streams over them.
+//!
+//! Everything above this module speaks in whole protocol messages per connection and
+//! stream class; everything below is quinn-proto's datagrams and stream bytes. The layer
+//! has the same verbs as the `Node` (`handle_*` in, `poll_*` out) and exchanges values,
+//! never references, so the membership and collective layers never see quinn types.
+//!
+//! Stream layout on every connection (both directions, each side opens its own):
+//! the first three unidirectional streams a side opens are, by stream index, `Control`
+//! (0), `Collective` (1) and `P2p` (2). The index alone names the class, so no stream
+//! preamble is needed, and quinn-proto's in-order stream opening guarantees the indices.
+//! Control has the highest send priority so that heartbeats and membership messages never
+//! queue behind bulk data; tagged point-to-point data has its own stream so that a flood
+//! of unmatched messages, which we stop reading (backpressure), never blocks collectives.
+
+mod peer;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    ClientConfig, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, EndpointConfig,
+    ServerConfig, VarInt,
+};
+
+use crate::codec::{DecodeError, Limits, Message};
+use crate::Transmit;
+pub(crate) use peer::StreamClass;
+use peer::{Peer, PeerOutput};
+
+/// Our name for a connection: quinn's handle, kept opaque to the layers above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub(crate) usize);
+
+impl ConnId {
+    fn handle(self) -> ConnectionHandle {
+        ConnectionHandle(self.0)
+    }
+}
+
+/// Why a connection ended, reduced to what the layers above act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LostReason {
+    /// The peer closed with an application code (e.g. a join rejection) and reason bytes.
+    ClosedByPeer { code: u64, reason: Bytes },
+    /// We closed it.
+    ClosedLocally,
+    /// No packet from the peer within the idle timeout.
+    TimedOut,
+    /// TLS or QUIC failure (certificate refused, protocol violation); the text says which.
+    Transport(String),
+}
+
+/// What the transport reports upward.
+#[derive(Debug)]
+pub(crate) enum TransportEvent {
+    /// A peer dialled us and we accepted the QUIC handshake (not yet complete).
+    Incoming { conn: ConnId, remote: SocketAddr },
+    /// The handshake (including certificate checks) completed.
+    Connected { conn: ConnId },
+    /// One whole, decoded message arrived on a stream of this class.
+    Message {
+        conn: ConnId,
+        class: StreamClass,
+        msg: Message,
+    },
+    /// The peer sent bytes we cannot decode; the connection has been closed.
+    Malformed { conn: ConnId, error: DecodeError },
+    /// The connection is gone; no more events for it.
+    Lost { conn: ConnId, reason: LostReason },
+}
+
+/// Knobs the transport needs; the node derives them from its config.
+#[derive(Debug, Clone)]
+pub(crate) struct TransportLimits {
+    /// Decoder limits for every incoming stream.
+    pub codec: Limits,
+    /// Most bytes we queue per (connection, class) beyond what quinn already buffers.
+    pub max_queued_bytes: usize,
+    /// Most connections that may be mid-handshake at once (the rest are refused).
+    pub max_incoming: usize,
+}
+
+/// Application close code used when a peer violates the framing rules.
+pub(crate) const CLOSE_MALFORMED: u64 = 0x1;
+
+/// Error returned by [`Transport::send`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("no such connection")]
+    UnknownConnection,
+    #[error("connection is closing")]
+    Closing,
+    #[error("send queue full: {queued} bytes queued, limit {limit}")]
+    QueueFull { queued: usize, limit: usize },
+}
+
+/// One quinn-proto endpoint and its connections.
+pub(crate) struct Transport {
+    endpoint: Endpoint,
+    peers: BTreeMap<ConnId, Peer>,
+    /// Stateless responses from the endpoint (version negotiation, refusals, resets).
+    responses: VecDeque<(Transmit, Vec<u8>)>,
+    events: VecDeque<TransportEvent>,
+    /// Connections touched since the last drive; processed in id order for determinism.
+    dirty: BTreeSet<ConnId>,
+    limits: TransportLimits,
+    server_config: Option<Arc<ServerConfig>>,
+    /// Where the round-robin over connections in `poll_transmit` resumes.
+    next_tx: usize,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("connections", &self.peers.len())
+            .field("queued_responses", &self.responses.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(config: EndpointConfig, limits: TransportLimits) -> Self {
+        // MTU discovery is safe: drivers set don't-fragment, and the simulator drops
+        // datagrams above the link MTU exactly as a DF path would.
+        let endpoint = Endpoint::new(Arc::new(config), None, true, None);
+        Self {
+            endpoint,
+            peers: BTreeMap::new(),
+            responses: VecDeque::new(),
+            events: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            limits,
+            server_config: None,
+            next_tx: 0,
+        }
+    }
+
+    /// Start (or change) accepting connections. `None` refuses every new connection.
+    pub(crate) fn set_server_config(&mut self, config: Option<Arc<ServerConfig>>) {
+        self.server_config = config.clone();
+        self.endpoint.set_server_config(config);
+    }
+
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<u8>,
+        data: BytesMut,
+    ) {
+        let ecn = ecn.and_then(EcnCodepoint::from_bits);
+        let mut buf = Vec::new();
+        match self.endpoint.handle(now, from, None, ecn, data, &mut buf) {
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                let id = ConnId(ch.0);
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.conn.handle_event(event);
+                    self.dirty.insert(id);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                let handshaking = self.peers.values().filter(|p| !p.established).count();
+                if self.server_config.is_none() || handshaking >= self.limits.max_incoming {
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    self.responses.push_back((convert(&t), buf));
+                    return;
+                }
+                match self
+                    .endpoint
+                    .accept(incoming, now, &mut buf, self.server_config.clone())
+                {
+                    Ok((ch, conn)) => {
+                        let id = ConnId(ch.0);
+                        let remote = conn.remote_address();
+                        self.peers
+                            .insert(id, Peer::new(conn, self.limits.clone(), false));
+                        self.events
+                            .push_back(TransportEvent::Incoming { conn: id, remote });
+                        self.dirty.insert(id);
+                    }
+                    Err(e) => {
+                        if let Some(t) = e.response {
+                            self.responses.push_back((convert(&t), buf));
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::Response(t)) => self.responses.push_back((convert(&t), buf)),
+            None => {}
+        }
+        self.drive();
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        for (id, peer) in self.peers.iter_mut() {
+            if peer.conn.poll_timeout().is_some_and(|t| t <= now) {
+                peer.conn.handle_timeout(now);
+                self.dirty.insert(*id);
+            }
+        }
+        self.drive();
+    }
+
+    /// Dial `remote`. The handshake result arrives as `Connected` or `Lost`.
+    pub(crate) fn connect(
+        &mut self,
+        now: Instant,
+        config: ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<ConnId, quinn_proto::ConnectError> {
+        let (ch, conn) = self.endpoint.connect(now, config, remote, server_name)?;
+        let id = ConnId(ch.0);
+        self.peers
+            .insert(id, Peer::new(conn, self.limits.clone(), true));
+        self.dirty.insert(id);
+        self.drive();
+        Ok(id)
+    }
+
+    /// Queue one encoded frame on the connection's stream of `class`.
+    ///
+    /// Frames on one class arrive whole and in order. The queue beyond quinn's own send
+    /// buffer is bounded: a caller that outruns the peer gets `QueueFull`, never memory
+    /// growth without limit.
+    pub(crate) fn send(
+        &mut self,
+        conn: ConnId,
+        class: StreamClass,
+        frame: Bytes,
+    ) -> Result<(), SendError> {
+        let peer = self
+            .peers
+            .get_mut(&conn)
+            .ok_or(SendError::UnknownConnection)?;
+        peer.send(class, frame)?;
+        self.dirty.insert(conn);
+        self.drive();
+        Ok(())
+    }
+
+    /// Stop or resume reading a class's stream from `conn`. Stopping leaves the bytes in
+    /// quinn, so QUIC flow control pushes back on the sender instead of us buffering.
+    pub(crate) fn set_reading(&mut self, conn: ConnId, class: StreamClass, on: bool) {
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.set_reading(class, on);
+            self.dirty.insert(conn);
+            self.drive();
+        }
+    }
+
+    /// Close with an application code; the peer sees `ClosedByPeer { code, reason }`.
+    pub(crate) fn close(&mut self, now: Instant, conn: ConnId, code: u64, reason: Bytes) {
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.close(now, code, reason);
+            self.dirty.insert(conn);
+            self.drive();
+        }
+    }
+
+    /// Keying material bound to this TLS session (RFC 5705 exporter), for the join proof.
+    pub(crate) fn export_keying_material(&self, conn: ConnId, label: &[u8]) -> Option<[u8; 32]> {
+        let peer = self.peers.get(&conn)?;
+        let mut out = [0u8; 32];
+        peer.conn
+            .crypto_session()
+            .export_keying_material(&mut out, label, b"")
+            .ok()?;
+        Some(out)
+    }
+
+    /// The peer's certificate chain (end-entity first), once the handshake is complete.
+    pub(crate) fn peer_certificates(
+        &self,
+        conn: ConnId,
+    ) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+        let peer = self.peers.get(&conn)?;
+        let any = peer.conn.crypto_session().peer_identity()?;
+        any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()
+            .map(|b| *b)
+    }
+
+    /// Bytes held in stream decoders, summed over connections (reserved capacity).
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.peers.values().map(Peer::buffered).sum()
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<TransportEvent> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        self.peers
+            .values_mut()
+            .filter_map(|p| p.conn.poll_timeout())
+            .min()
+    }
+
+    /// One datagram per call, round-robin over connections so none starves the rest.
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((t, bytes)) = self.responses.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+            return Some(t);
+        }
+        let ids: Vec<ConnId> = self.peers.keys().copied().collect();
+        if ids.is_empty() {
+            return None;
+        }
+        let start = self.next_tx % ids.len();
+        for i in 0..ids.len() {
+            let id = ids[(start + i) % ids.len()];
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            buf.clear();
+            if let Some(t) = peer.conn.poll_transmit(now, 1, buf) {
+                self.next_tx = (start + i + 1) % ids.len();
+                // Sending may have produced endpoint events (e.g. retired CIDs).
+                self.dirty.insert(id);
+                self.drive();
+                return Some(convert(&t));
+            }
+        }
+        None
+    }
+
+    /// Process everything the touched connections have to say, in id order.
+    fn drive(&mut self) {
+        while let Some(id) = self.dirty.pop_first() {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            // Endpoint events (CID issuance, drained) may feed back into the connection.
+            while let Some(ev) = peer.conn.poll_endpoint_events() {
+                if let Some(back) = self.endpoint.handle_event(id.handle(), ev) {
+                    peer.conn.handle_event(back);
+                }
+            }
+            for out in peer.process() {
+                match out {
+                    PeerOutput::Connected => self
+                        .events
+                        .push_back(TransportEvent::Connected { conn: id }),
+                    PeerOutput::Message(class, msg) => {
+                        self.events.push_back(TransportEvent::Message {
+                            conn: id,
+                            class,
+                            msg,
+                        })
+                    }
+                    PeerOutput::Malformed(error) => self
+                        .events
+                        .push_back(TransportEvent::Malformed { conn: id, error }),
+                    PeerOutput::Lost(reason) => self
+                        .events
+                        .push_back(TransportEvent::Lost { conn: id, reason }),
+                }
+            }
+            if peer.conn.is_drained() {
+                self.peers.remove(&id);
+            }
+        }
+    }
+}
+
+/// Translate quinn's transmit into ours.
+fn convert(t: &quinn_proto::Transmit) -> Transmit {
+    Transmit {
+        destination: t.destination,
+        size: t.size,
+        segment_size: t.segment_size,
+        ecn: t.ecn.map(|e| e as u8),
+        src_ip: t.src_ip,
+    }
+}
+
+/// An application close code as quinn wants it; codes above 2^62 are clamped.
+pub(crate) fn varint(code: u64) -> VarInt {
+    VarInt::from_u64(code).unwrap_or(VarInt::MAX)
+}

@@ -1,0 +1,282 @@
+//! One QUIC connection with its three framed stream classes in each direction.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn_proto::{Connection, ConnectionError, Dir, Event, ReadError, StreamEvent, StreamId};
+
+use super::{varint, LostReason, SendError, TransportLimits, CLOSE_MALFORMED};
+use crate::codec::{DecodeError, FrameDecoder, Message};
+
+/// What a stream carries; the stream's index among the sender's uni streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum StreamClass {
+    /// Membership and liveness: Hello, Welcome, heartbeats, checkpoints, votes.
+    Control = 0,
+    /// Collective chunks.
+    Collective = 1,
+    /// Tagged point-to-point data and RPC.
+    P2p = 2,
+}
+
+impl StreamClass {
+    const ALL: [StreamClass; 3] = [
+        StreamClass::Control,
+        StreamClass::Collective,
+        StreamClass::P2p,
+    ];
+
+    fn from_index(index: u64) -> Option<Self> {
+        Self::ALL.get(usize::try_from(index).ok()?).copied()
+    }
+
+    /// Higher sends first: control never waits behind bulk.
+    fn priority(self) -> i32 {
+        match self {
+            StreamClass::Control => 2,
+            StreamClass::P2p => 1,
+            StreamClass::Collective => 0,
+        }
+    }
+}
+
+/// What processing a connection produced, in order.
+pub(super) enum PeerOutput {
+    Connected,
+    Message(StreamClass, Message),
+    Malformed(DecodeError),
+    Lost(LostReason),
+}
+
+/// Our outgoing side of one class: the quinn stream once open, and what it has not taken.
+#[derive(Default)]
+struct Outgoing {
+    id: Option<StreamId>,
+    queue: VecDeque<Bytes>,
+    queued: usize,
+}
+
+pub(super) struct Peer {
+    pub(super) conn: Connection,
+    pub(super) established: bool,
+    limits: TransportLimits,
+    out: [Outgoing; 3],
+    /// Incoming streams by id, each with its own decoder (frames never span streams).
+    incoming: BTreeMap<StreamId, (StreamClass, FrameDecoder)>,
+    reading: [bool; 3],
+    closed: bool,
+    lost_reported: bool,
+}
+
+impl Peer {
+    pub(super) fn new(conn: Connection, limits: TransportLimits, _dialer: bool) -> Self {
+        Self {
+            conn,
+            established: false,
+            limits,
+            out: Default::default(),
+            incoming: BTreeMap::new(),
+            reading: [true; 3],
+            closed: false,
+            lost_reported: false,
+        }
+    }
+
+    pub(super) fn buffered(&self) -> usize {
+        self.incoming.values().map(|(_, d)| d.capacity()).sum()
+    }
+
+    pub(super) fn send(&mut self, class: StreamClass, frame: Bytes) -> Result<(), SendError> {
+        if self.closed {
+            return Err(SendError::Closing);
+        }
+        let out = &mut self.out[class as usize];
+        if out.queued + frame.len() > self.limits.max_queued_bytes && out.queued > 0 {
+            return Err(SendError::QueueFull {
+                queued: out.queued,
+                limit: self.limits.max_queued_bytes,
+            });
+        }
+        out.queued += frame.len();
+        out.queue.push_back(frame);
+        Ok(())
+    }
+
+    pub(super) fn set_reading(&mut self, class: StreamClass, on: bool) {
+        self.reading[class as usize] = on;
+    }
+
+    pub(super) fn close(&mut self, now: Instant, code: u64, reason: Bytes) {
+        if !self.closed {
+            self.closed = true;
+            self.conn.close(now, varint(code), reason);
+        }
+    }
+
+    /// Drain quinn's events for this connection, read streams, flush queues.
+    pub(super) fn process(&mut self) -> Vec<PeerOutput> {
+        let mut outputs = Vec::new();
+        while let Some(event) = self.conn.poll() {
+            match event {
+                Event::Connected => {
+                    self.established = true;
+                    self.open_streams();
+                    outputs.push(PeerOutput::Connected);
+                }
+                Event::ConnectionLost { reason } => self.report_lost(reason, &mut outputs),
+                Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => self.accept_streams(),
+                Event::Stream(_) | Event::HandshakeDataReady => {}
+                Event::DatagramReceived | Event::DatagramsUnblocked => {}
+            }
+        }
+        if !self.closed {
+            self.accept_streams();
+            self.read_streams(&mut outputs);
+            self.flush();
+        }
+        outputs
+    }
+
+    fn report_lost(&mut self, reason: ConnectionError, outputs: &mut Vec<PeerOutput>) {
+        self.closed = true;
+        if self.lost_reported {
+            return;
+        }
+        self.lost_reported = true;
+        let reason = match reason {
+            ConnectionError::ApplicationClosed(c) => LostReason::ClosedByPeer {
+                code: c.error_code.into_inner(),
+                reason: c.reason,
+            },
+            ConnectionError::LocallyClosed => LostReason::ClosedLocally,
+            ConnectionError::TimedOut => LostReason::TimedOut,
+            other => LostReason::Transport(other.to_string()),
+        };
+        outputs.push(PeerOutput::Lost(reason));
+    }
+
+    fn open_streams(&mut self) {
+        for class in StreamClass::ALL {
+            let out = &mut self.out[class as usize];
+            if out.id.is_none() {
+                // The peer grants at least three uni streams (our transport config);
+                // if it grants fewer we retry on the next process() call.
+                if let Some(id) = self.conn.streams().open(Dir::Uni) {
+                    let _ = self.conn.send_stream(id).set_priority(class.priority());
+                    out.id = Some(id);
+                } else {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_streams(&mut self) {
+        while let Some(id) = self.conn.streams().accept(Dir::Uni) {
+            match StreamClass::from_index(id.index()) {
+                Some(class) => {
+                    let decoder = FrameDecoder::new(self.limits.codec);
+                    self.incoming.insert(id, (class, decoder));
+                }
+                // A fourth stream is not part of the protocol; refuse its bytes.
+                None => {
+                    let _ = self.conn.recv_stream(id).stop(varint(CLOSE_MALFORMED));
+                }
+            }
+        }
+    }
+
+    fn read_streams(&mut self, outputs: &mut Vec<PeerOutput>) {
+        let ids: Vec<StreamId> = self.incoming.keys().copied().collect();
+        for id in ids {
+            if self.closed {
+                return;
+            }
+            let Some((class, decoder)) = self.incoming.get_mut(&id) else {
+                continue;
+            };
+            let class = *class;
+            if !self.reading[class as usize] {
+                continue;
+            }
+            let mut failure = None;
+            let mut finished = false;
+            if let Ok(mut chunks) = self.conn.recv_stream(id).read(true) {
+                loop {
+                    match chunks.next(usize::MAX) {
+                        Ok(Some(chunk)) => {
+                            decoder.push_bytes(chunk.bytes);
+                            // Decode as we go so the decoder never holds more than one
+                            // frame plus one chunk, whatever the peer's window allows.
+                            if let Err(e) = drain_frames(decoder, class, outputs) {
+                                failure = Some(e);
+                                break;
+                            }
+                            if !self.reading[class as usize] {
+                                break;
+                            }
+                        }
+                        Ok(None) => {
+                            finished = true;
+                            break;
+                        }
+                        Err(ReadError::Blocked) => break,
+                        Err(ReadError::Reset(_)) => {
+                            finished = true;
+                            break;
+                        }
+                    }
+                }
+                let _ = chunks.finalize();
+            }
+            if let Some(error) = failure {
+                // Nothing after a framing error can be trusted: stop reading the stream
+                // (its bytes are discarded) and let the node close the connection with
+                // the reason it chooses, e.g. a typed join rejection.
+                let _ = self.conn.recv_stream(id).stop(varint(CLOSE_MALFORMED));
+                self.incoming.remove(&id);
+                outputs.push(PeerOutput::Malformed(error));
+                return;
+            }
+            if finished {
+                self.incoming.remove(&id);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for class in StreamClass::ALL {
+            let out = &mut self.out[class as usize];
+            let Some(id) = out.id else { continue };
+            if out.queue.is_empty() {
+                continue;
+            }
+            let chunks = out.queue.make_contiguous();
+            match self.conn.send_stream(id).write_chunks(chunks) {
+                Ok(written) => {
+                    out.queued -= written.bytes;
+                    for _ in 0..written.chunks {
+                        out.queue.pop_front();
+                    }
+                }
+                Err(_) => {
+                    // Blocked by flow control (we retry on the next event) or stopped by
+                    // the peer (the connection is going away; Lost will follow).
+                }
+            }
+        }
+    }
+}
+
+/// Pull every whole message out of a decoder (ignorable unknown kinds are skipped).
+fn drain_frames(
+    decoder: &mut FrameDecoder,
+    class: StreamClass,
+    outputs: &mut Vec<PeerOutput>,
+) -> Result<(), DecodeError> {
+    while let Some(msg) = decoder.poll_message()? {
+        outputs.push(PeerOutput::Message(class, msg));
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! nexar-smol driver

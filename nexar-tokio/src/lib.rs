@@ -1,0 +1,1 @@
+//! nexar-tokio driver
