@@ -8,20 +8,70 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{doc_addr, HostId, LinkConfig, Sim, SimConfig};
-use crate::{Command, CommandError, Event, JoinTicket, Node, NodeConfig, OpId, SeedConfig};
+use super::{doc_addr, HostId, LinkConfig, Sim, SimConfig, SimHost};
+use crate::{
+    Command, CommandError, Event, JoinTicket, Node, NodeConfig, OpId, SeedConfig, Transmit,
+};
 
 /// Wall-clock time every simulated node believes it started at (2026-01-01T00:00:00Z);
 /// certificates are issued and checked against it.
 pub const SIM_UNIX_TIME: u64 = 1_767_225_600;
 
+/// A host in a [`ClusterSim`]: a real node, or any other [`SimHost`] (a rogue client, a
+/// relay, the user's own program) sharing the same simulated network.
+pub enum ClusterHost {
+    /// A nexar seed or worker.
+    Node(Box<Node>),
+    /// Anything else that speaks UDP.
+    Custom(Box<dyn SimHost>),
+}
+
+impl std::fmt::Debug for ClusterHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterHost::Node(n) => n.fmt(f),
+            ClusterHost::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+impl SimHost for ClusterHost {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, ecn: Option<u8>, data: &[u8]) {
+        match self {
+            ClusterHost::Node(n) => SimHost::handle_datagram(n.as_mut(), now, from, ecn, data),
+            ClusterHost::Custom(h) => h.handle_datagram(now, from, ecn, data),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            ClusterHost::Node(n) => SimHost::handle_timeout(n.as_mut(), now),
+            ClusterHost::Custom(h) => h.handle_timeout(now),
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        match self {
+            ClusterHost::Node(n) => SimHost::poll_transmit(n.as_mut(), now, buf),
+            ClusterHost::Custom(h) => h.poll_transmit(now, buf),
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        match self {
+            ClusterHost::Node(n) => SimHost::poll_timeout(n.as_mut()),
+            ClusterHost::Custom(h) => h.poll_timeout(),
+        }
+    }
+}
+
 /// One seed node plus workers, inside a [`Sim`].
 #[derive(Debug)]
 pub struct ClusterSim {
     /// The underlying simulator: faults, links, stepping, trace hash.
-    pub sim: Sim<Node>,
+    pub sim: Sim<ClusterHost>,
     /// The seed's host.
     pub seed: HostId,
     /// Workers in the order they were added (not rank order).
@@ -47,7 +97,7 @@ impl ClusterSim {
         )
         .expect("a valid seed config");
         let ticket = node.ticket().expect("seeds have tickets").clone();
-        let seed = sim.add_host(addr, node);
+        let seed = sim.add_host(addr, ClusterHost::Node(Box::new(node)));
         Self {
             sim,
             seed,
@@ -97,7 +147,7 @@ impl ClusterSim {
         let addr = doc_addr(index);
         let config = adjust(Self::node_config(self.sim_seed, index, addr));
         let node = Node::worker(config, ticket, self.sim.now()).expect("a valid worker config");
-        let id = self.sim.add_host(addr, node);
+        let id = self.sim.add_host(addr, ClusterHost::Node(Box::new(node)));
         self.workers.push(id);
         id
     }
@@ -109,7 +159,10 @@ impl ClusterSim {
             if self.sim.is_crashed(id) {
                 continue;
             }
-            while let Some(e) = self.sim.host_mut(id).poll_event() {
+            let ClusterHost::Node(node) = self.sim.host_mut(id) else {
+                continue;
+            };
+            while let Some(e) = node.poll_event() {
                 self.events.entry(id).or_default().push(e);
             }
         }
@@ -125,10 +178,38 @@ impl ClusterSim {
         self.events.remove(&id).unwrap_or_default()
     }
 
-    /// Issue a command on `id` at the current virtual time.
+    /// Issue a command on node `id` at the current virtual time.
+    ///
+    /// # Panics
+    /// If `id` is a custom host, not a node (a bug in the test).
     pub fn command(&mut self, id: HostId, command: Command) -> Result<OpId, CommandError> {
         let now = self.sim.now();
-        self.sim.host_mut(id).command(now, command)
+        self.node_mut(id)
+            .expect("commands go to nodes")
+            .command(now, command)
+    }
+
+    /// The node at `id`, if that host is a node.
+    pub fn node(&self, id: HostId) -> Option<&Node> {
+        match self.sim.host(id) {
+            ClusterHost::Node(n) => Some(n),
+            ClusterHost::Custom(_) => None,
+        }
+    }
+
+    /// The node at `id`, mutably, if that host is a node.
+    pub fn node_mut(&mut self, id: HostId) -> Option<&mut Node> {
+        match self.sim.host_mut(id) {
+            ClusterHost::Node(n) => Some(n),
+            ClusterHost::Custom(_) => None,
+        }
+    }
+
+    /// Add any other host (a rogue client, say) at the next documentation address.
+    pub fn add_custom(&mut self, make: impl FnOnce(SocketAddr) -> Box<dyn SimHost>) -> HostId {
+        let addr = doc_addr(self.sim.host_ids().count());
+        let host = make(addr);
+        self.sim.add_host(addr, ClusterHost::Custom(host))
     }
 
     /// Run until `done` holds (checked after every step, with events collected first) or

@@ -54,7 +54,7 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-pub use cluster::{ClusterSim, SIM_UNIX_TIME};
+pub use cluster::{ClusterHost, ClusterSim, SIM_UNIX_TIME};
 pub use config::{LinkConfig, LossModel, SimConfig};
 pub use fault::{Fault, FaultKind};
 pub use host::{doc_addr, HostId, SimHost};
