@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::Limits;
+use crate::collective::select::CollectiveConfig;
 
 /// Configuration shared by seeds and workers.
 ///
@@ -47,6 +48,13 @@ pub struct NodeConfig {
     /// Per peer and stream class, the most bytes queued beyond QUIC's own send buffer;
     /// a send past it fails with `CommandError::Backpressure`.
     pub max_queued_bytes: usize,
+    /// Collective algorithm thresholds and pipelining segment size.
+    pub collective: CollectiveConfig,
+    /// Every collective must finish within this, or fails with `OpError::Timeout`.
+    pub collective_timeout: Duration,
+    /// Bytes of chunks held for collectives not yet started here; past it we stop
+    /// reading the sender (QUIC flow control holds the rest).
+    pub max_early_bytes: usize,
 }
 
 impl NodeConfig {
@@ -66,6 +74,9 @@ impl NodeConfig {
             max_joiners: 256,
             max_unmatched_bytes: 64 << 20,
             max_queued_bytes: 64 << 20,
+            collective: CollectiveConfig::default(),
+            collective_timeout: Duration::from_secs(60),
+            max_early_bytes: 256 << 20,
         }
     }
 

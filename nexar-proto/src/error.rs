@@ -27,6 +27,26 @@ pub enum CommandError {
         /// The configured limit.
         limit: usize,
     },
+    /// No such communicator here (never split, or split excluded us).
+    #[error("unknown communicator {comm:?}")]
+    UnknownCommunicator {
+        /// The id given.
+        comm: crate::collective::CommId,
+    },
+    /// The collective's parameters make no sense (op for kind or dtype, root, ...).
+    #[error("invalid collective: {detail}")]
+    InvalidCollective {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The buffer's length is not what the collective needs from this rank.
+    #[error("buffer has {got} elements, this collective needs {expected}")]
+    BufferLength {
+        /// Elements required.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
     /// The connection to the rank is gone.
     #[error("no connection to rank {rank}")]
     PeerUnavailable {
@@ -44,6 +64,47 @@ pub enum OpError {
     PeerLost {
         /// The lost rank.
         rank: u32,
+    },
+    /// Ranks called different collectives at the same point: `field` (kind, dtype, count,
+    /// root, op) differs between this rank and `peer`.
+    #[error("collective mismatch on comm {comm} seq {seq}: {field} differs between rank {rank} and rank {peer}")]
+    Mismatch {
+        /// Communicator id.
+        comm: u64,
+        /// Sequence number on it.
+        seq: u64,
+        /// The first differing field.
+        field: &'static str,
+        /// This rank (world rank).
+        rank: u32,
+        /// The rank that differs (world rank).
+        peer: u32,
+        /// This node's recent operations.
+        flight: crate::collective::FlightRecord,
+    },
+    /// The operation did not finish by its deadline.
+    #[error(
+        "collective {op:?} (comm {comm} seq {seq}) timed out waiting for ranks {waiting_for:?}"
+    )]
+    Timeout {
+        /// The operation.
+        op: crate::event::OpId,
+        /// Communicator id.
+        comm: u64,
+        /// Sequence number on it.
+        seq: u64,
+        /// World ranks whose data had not arrived.
+        waiting_for: Vec<u32>,
+        /// This node's recent operations.
+        flight: crate::collective::FlightRecord,
+    },
+    /// A peer broke the protocol (a chunk that does not fit the plan).
+    #[error("protocol violation by rank {rank}: {detail}")]
+    Protocol {
+        /// The offending world rank.
+        rank: u32,
+        /// What it did.
+        detail: String,
     },
 }
 

@@ -54,7 +54,7 @@ pub enum Event {
 }
 
 /// The result of a finished operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Outcome {
     /// A tagged message was handed to QUIC (its buffer may be reused).
@@ -67,5 +67,16 @@ pub enum Outcome {
         tag: u64,
         /// The payload, exactly as sent.
         data: Bytes,
+    },
+    /// A collective finished; this rank's output (see each kind for its length).
+    Collective {
+        /// The output buffer.
+        buffer: crate::collective::Buffer,
+    },
+    /// A split finished: the new communicator with our rank and its size, or `None` if
+    /// we passed no colour.
+    Split {
+        /// (id, our rank in it, its size).
+        comm: Option<(crate::collective::CommId, u32, u32)>,
     },
 }

@@ -52,10 +52,13 @@
 //! ```
 
 pub mod codec;
+pub mod collective;
 mod config;
 pub mod crypto;
 mod error;
 mod event;
+#[doc(hidden)]
+pub mod fuzz_checks;
 mod membership;
 mod node;
 mod p2p;

@@ -35,6 +35,11 @@ pub(crate) struct P2p {
 }
 
 impl P2p {
+    /// The sequence number the next message to (to, tag) will take, without taking it.
+    pub(crate) fn peek_seq(&self, to: u32, tag: u64) -> u64 {
+        self.next_send.get(&(to, tag)).copied().unwrap_or(0)
+    }
+
     /// The sequence number for the next message to (to, tag).
     pub(crate) fn next_seq(&mut self, to: u32, tag: u64) -> u64 {
         let seq = self.next_send.entry((to, tag)).or_insert(0);
@@ -93,6 +98,11 @@ impl P2p {
     /// Bytes buffered from `from` that no receive has claimed.
     pub(crate) fn unmatched_bytes(&self, from: u32) -> usize {
         self.unmatched_bytes.get(&from).copied().unwrap_or(0)
+    }
+
+    /// Bytes buffered from all sources that no receive has claimed.
+    pub(crate) fn total_unmatched_bytes(&self) -> usize {
+        self.unmatched_bytes.values().sum()
     }
 
     /// Receives waiting on `rank`, removed: the caller fails them (the peer is gone).

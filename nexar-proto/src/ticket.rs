@@ -95,7 +95,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would also take a leading `+`, giving one
+    // ticket several spellings.
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -134,6 +136,12 @@ mod tests {
             bad_addr.parse::<JoinTicket>(),
             Err(TicketError::BadAddress(_))
         ));
+        let plus = format!(
+            "nexar1-+a{}-{}@192.0.2.1:1",
+            "00".repeat(31),
+            "00".repeat(32)
+        );
+        assert!(plus.parse::<JoinTicket>().is_err());
         // Multi-byte UTF-8 must not panic on slicing.
         let utf8 = format!("nexar1-{}-{}@192.0.2.1:1", "é".repeat(32), "00".repeat(32));
         assert!(utf8.parse::<JoinTicket>().is_err());

@@ -41,6 +41,12 @@ pub(crate) enum Action {
         addr: std::net::SocketAddr,
         attempt: u32,
     },
+    /// Worker: dial the seed at `addr` again, pinning `pin` (the last attempt failed for
+    /// a reason that may pass: a lossy handshake, a join deadline, a refusal).
+    DialSeed {
+        addr: std::net::SocketAddr,
+        pin: [u8; 32],
+    },
 }
 
 /// The close that carries a rejection.

@@ -5,7 +5,16 @@
 //! each pair has exactly one connection and no tie-breaking is needed. A dial that is
 //! refused (the peer has not processed its own Welcome yet, so it is not listening) or
 //! lost before the handshake completes is retried with exponential backoff until the
-//! formation deadline.
+//! formation deadline. A dial whose handshake is not confirmed within `DIAL_TIMEOUT` is
+//! abandoned and retried the same way: under heavy loss a handshake's retransmissions back
+//! off exponentially (a minute is possible), and a fresh connection starts over quickly.
+//! Until `Ready`, a lost link is re-established (the dialer dials again, the acceptor
+//! awaits the new connection), and a newer connection from a rank replaces an older one.
+//!
+//! The seed connection is retried the same way when it fails for a reason that may pass
+//! (the seed's join deadline expired during a lossy handshake, it refused us while full,
+//! the connection timed out); a rejection for cause (wrong secret, taken rank, ...) or an
+//! untrusted seed is final.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,23 +24,48 @@ use super::{proof, Action, CLOSE_REJECT_BASE};
 use crate::codec::{Hello, JoinRejected, Message, RejectReason, Welcome};
 use crate::error::JoinError;
 use crate::event::Event;
+use crate::ticket::JoinTicket;
 use crate::transport::{ConnId, LostReason};
 use crate::PROTOCOL_VERSION;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A mesh dial not confirmed by then is closed and dialled again.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// First wait before dialling the seed again (doubling, up to `MAX_BACKOFF`).
+const SEED_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The wait before retry number `attempt + 1`.
+fn backoff(first: Duration, attempt: u32) -> Duration {
+    first.saturating_mul(1 << attempt.min(16)).min(MAX_BACKOFF)
+}
 
 /// Our link to one other rank during and after mesh formation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Link {
-    /// We dialled; handshake in progress.
-    Dialing { conn: ConnId, attempt: u32 },
+    /// We dialled; handshake in progress, abandoned at `deadline`.
+    Dialing {
+        conn: ConnId,
+        attempt: u32,
+        deadline: Instant,
+    },
     /// The last dial failed; dial again at `at`.
     Backoff { at: Instant, attempt: u32 },
     /// A higher rank: it dials us.
     Awaiting,
     /// Handshake complete and identity checked.
     Connected { conn: ConnId },
+}
+
+/// How to reach the seed, and when to dial it again.
+#[derive(Debug)]
+struct SeedDial {
+    /// The seed's address, its key's pin and the join secret.
+    ticket: JoinTicket,
+    /// Dial again at this instant (after a failure that may pass).
+    retry: Option<Instant>,
+    /// Dials made again so far.
+    attempts: u32,
 }
 
 /// What a welcomed worker knows about the cluster.
@@ -58,7 +92,10 @@ pub(crate) struct WorkerState {
     phase: Phase,
     seed_conn: Option<ConnId>,
     deadline: Instant,
-    secret: [u8; 32],
+    /// Boxed: the worker's state lives inline in the node's role.
+    seed: Box<SeedDial>,
+    /// The instant of the latest `dial_due`, which stamps the dials it asked for.
+    now: Instant,
     hello: Hello,
     membership: Option<Membership>,
     links: BTreeMap<u32, Link>,
@@ -67,12 +104,17 @@ pub(crate) struct WorkerState {
 
 impl WorkerState {
     /// `hello` is complete except for the proof, which needs the live TLS session.
-    pub(crate) fn new(secret: [u8; 32], hello: Hello, deadline: Instant) -> Self {
+    pub(crate) fn new(ticket: JoinTicket, hello: Hello, now: Instant, deadline: Instant) -> Self {
         Self {
             phase: Phase::Joining,
             seed_conn: None,
             deadline,
-            secret,
+            seed: Box::new(SeedDial {
+                ticket,
+                retry: None,
+                attempts: 0,
+            }),
+            now,
             hello,
             membership: None,
             links: BTreeMap::new(),
@@ -82,6 +124,7 @@ impl WorkerState {
 
     pub(crate) fn set_seed_conn(&mut self, conn: ConnId) {
         self.seed_conn = Some(conn);
+        self.seed.retry = None;
     }
 
     pub(crate) fn seed_conn(&self) -> Option<ConnId> {
@@ -119,7 +162,7 @@ impl WorkerState {
         };
         let mut hello = self.hello.clone();
         hello.version = PROTOCOL_VERSION;
-        hello.join_proof = proof::compute(&self.secret, &exporter);
+        hello.join_proof = proof::compute(&self.seed.ticket.secret, &exporter);
         vec![Action::Send {
             conn,
             msg: Message::Hello(hello),
@@ -196,19 +239,35 @@ impl WorkerState {
             }
             return self.check_ready();
         }
+        let meshing = matches!(self.phase, Phase::Meshing);
         match cert_rank {
-            // Only higher ranks dial us, and only once.
+            // Only higher ranks dial us, once; until Ready, again after giving up on a dial
+            // whose loss may not have reached us yet: the newer connection replaces it.
             Some(rank) if rank > m.rank && rank < m.world_size => {
-                if matches!(self.links.get(&rank), Some(Link::Awaiting)) {
-                    self.links.insert(rank, Link::Connected { conn });
-                    self.conn_rank.insert(conn, rank);
-                    return self.check_ready();
+                let replaced = match self.links.get(&rank) {
+                    Some(Link::Awaiting) => None,
+                    Some(Link::Connected { conn: old }) if meshing => Some(*old),
+                    _ => {
+                        return vec![Action::Close {
+                            conn,
+                            code: 0x2,
+                            reason: bytes::Bytes::from_static(b"duplicate mesh connection"),
+                        }]
+                    }
+                };
+                self.links.insert(rank, Link::Connected { conn });
+                self.conn_rank.insert(conn, rank);
+                let mut actions = Vec::new();
+                if let Some(old) = replaced {
+                    self.conn_rank.remove(&old);
+                    actions.push(Action::Close {
+                        conn: old,
+                        code: 0x2,
+                        reason: bytes::Bytes::from_static(b"replaced by a newer connection"),
+                    });
                 }
-                vec![Action::Close {
-                    conn,
-                    code: 0x2,
-                    reason: bytes::Bytes::from_static(b"duplicate mesh connection"),
-                }]
+                actions.extend(self.check_ready());
+                actions
             }
             _ => vec![Action::Close {
                 conn,
@@ -220,7 +279,16 @@ impl WorkerState {
 
     /// Record a dial the node made for `rank`.
     pub(crate) fn on_dialed(&mut self, rank: u32, conn: ConnId, attempt: u32) {
-        self.links.insert(rank, Link::Dialing { conn, attempt });
+        // Dials are made synchronously for the actions of the latest `dial_due`.
+        let deadline = self.now + DIAL_TIMEOUT;
+        self.links.insert(
+            rank,
+            Link::Dialing {
+                conn,
+                attempt,
+                deadline,
+            },
+        );
         self.conn_rank.insert(conn, rank);
     }
 
@@ -235,6 +303,14 @@ impl WorkerState {
         if Some(conn) == self.seed_conn {
             self.seed_conn = None;
             if matches!(self.phase, Phase::Joining) {
+                if seed_loss_may_pass(reason) {
+                    // Dial again (with backoff) until the formation deadline, which then
+                    // reports the join as timed out.
+                    let at = now + backoff(SEED_BACKOFF, self.seed.attempts);
+                    self.seed.attempts = self.seed.attempts.saturating_add(1);
+                    self.seed.retry = Some(at);
+                    return (None, Vec::new());
+                }
                 let error = match reason {
                     LostReason::ClosedByPeer { code, .. } if *code >= CLOSE_REJECT_BASE => {
                         match u8::try_from(code - CLOSE_REJECT_BASE)
@@ -262,17 +338,33 @@ impl WorkerState {
             return (None, Vec::new());
         };
         match self.links.get(&rank).cloned() {
-            Some(Link::Dialing { conn: c, attempt }) if c == conn => {
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << attempt.min(16))
-                    .min(MAX_BACKOFF);
+            Some(Link::Dialing {
+                conn: c, attempt, ..
+            }) if c == conn => {
                 self.links.insert(
                     rank,
                     Link::Backoff {
-                        at: now + backoff,
+                        at: now + backoff(FIRST_BACKOFF, attempt),
                         attempt: attempt + 1,
                     },
                 );
+                (None, Vec::new())
+            }
+            Some(Link::Connected { conn: c })
+                if c == conn && matches!(self.phase, Phase::Meshing) =>
+            {
+                // Not Ready yet: establish the link again (we dial lower ranks, higher
+                // ranks dial us).
+                let me = self.membership.as_ref().map_or(0, |m| m.rank);
+                let link = if rank < me {
+                    Link::Backoff {
+                        at: now + FIRST_BACKOFF,
+                        attempt: 0,
+                    }
+                } else {
+                    Link::Awaiting
+                };
+                self.links.insert(rank, link);
                 (None, Vec::new())
             }
             Some(Link::Connected { conn: c }) if c == conn => {
@@ -286,7 +378,11 @@ impl WorkerState {
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
-        if matches!(self.phase, Phase::Joining | Phase::Meshing) && now >= self.deadline {
+        // Ready or failed: nothing of formation is left to time (no more dials).
+        if !matches!(self.phase, Phase::Joining | Phase::Meshing) {
+            return Vec::new();
+        }
+        if now >= self.deadline {
             let missing = self
                 .links
                 .iter()
@@ -295,23 +391,65 @@ impl WorkerState {
                 .collect();
             return self.fail_with(JoinError::Timeout { missing });
         }
-        self.dial_due(now)
+        let mut actions = Vec::new();
+        if matches!(self.phase, Phase::Joining) && self.seed.retry.is_some_and(|at| at <= now) {
+            self.seed.retry = None;
+            actions.push(Action::DialSeed {
+                addr: self.seed.ticket.addr,
+                pin: self.seed.ticket.pin,
+            });
+        }
+        actions.extend(self.abandon_stalled_dials(now));
+        actions.extend(self.dial_due(now));
+        actions
+    }
+
+    /// Close dials whose handshake is not confirmed by their deadline; dial again later.
+    fn abandon_stalled_dials(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for link in self.links.values_mut() {
+            if let Link::Dialing {
+                conn,
+                attempt,
+                deadline,
+            } = *link
+            {
+                if deadline <= now {
+                    // Its loss, when reported, finds the link no longer dialling `conn`.
+                    *link = Link::Backoff {
+                        at: now + backoff(FIRST_BACKOFF, attempt),
+                        attempt: attempt + 1,
+                    };
+                    actions.push(Action::Close {
+                        conn,
+                        code: 0x2,
+                        reason: bytes::Bytes::from_static(b"mesh handshake timed out"),
+                    });
+                }
+            }
+        }
+        actions
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Joining | Phase::Meshing => {
-                let backoff = self.links.values().filter_map(|l| match l {
+                let links = self.links.values().filter_map(|l| match l {
                     Link::Backoff { at, .. } => Some(*at),
+                    Link::Dialing { deadline, .. } => Some(*deadline),
                     _ => None,
                 });
-                backoff.chain(std::iter::once(self.deadline)).min()
+                links
+                    .chain(self.seed.retry)
+                    .chain(std::iter::once(self.deadline))
+                    .min()
             }
             Phase::Ready | Phase::Failed => None,
         }
     }
 
     fn dial_due(&mut self, now: Instant) -> Vec<Action> {
+        self.now = now;
         let Some(m) = &self.membership else {
             return Vec::new();
         };
@@ -370,6 +508,22 @@ impl WorkerState {
             .collect();
         actions.push(Action::Event(Event::JoinFailed { error }));
         actions
+    }
+}
+
+/// Whether losing the seed connection before the Welcome is worth another dial: the seed
+/// gave up on a slow handshake (its join deadline, aborting the handshake or rejecting
+/// with `Timeout`), turned us away while full (`QueueFull`, or a QUIC refusal), or the
+/// connection timed out. Rejections for cause and TLS failures (an untrusted seed) are final.
+fn seed_loss_may_pass(reason: &LostReason) -> bool {
+    match reason {
+        LostReason::TimedOut | LostReason::Aborted(_) => true,
+        LostReason::ClosedByPeer { code, .. } => {
+            let timeout = CLOSE_REJECT_BASE + u64::from(RejectReason::Timeout as u8);
+            let full = CLOSE_REJECT_BASE + u64::from(RejectReason::QueueFull as u8);
+            *code == timeout || *code == full
+        }
+        LostReason::ClosedLocally | LostReason::Transport(_) => false,
     }
 }
 

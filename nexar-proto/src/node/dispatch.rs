@@ -6,7 +6,8 @@ use bytes::Bytes;
 
 use super::{Node, Role};
 use crate::codec::{Message, Welcome};
-use crate::crypto::{rank_from_cert, rank_server_name};
+use crate::collective::exec::{ExecOutput, Executor};
+use crate::crypto::{rank_from_cert, rank_server_name, BOOTSTRAP_SERVER_NAME};
 use crate::error::JoinError;
 use crate::event::{Event, OpId};
 use crate::membership::{proof, Action};
@@ -19,12 +20,19 @@ const CLOSE_PROTOCOL: u64 = 0x3;
 impl Node {
     /// Drain everything the transport has to say, feeding the role, until quiet.
     pub(super) fn process(&mut self, now: Instant) {
-        while let Some(event) = self.transport.poll_event() {
-            let actions = match &self.role {
-                Role::Seed { .. } => self.route_seed(now, event),
-                Role::Worker(_) => self.route_worker(now, event),
-            };
-            self.apply(now, actions);
+        loop {
+            while let Some(event) = self.transport.poll_event() {
+                let actions = match &self.role {
+                    Role::Seed { .. } => self.route_seed(now, event),
+                    Role::Worker(_) => self.route_worker(now, event),
+                };
+                self.apply(now, actions);
+            }
+            // Point-to-point streams pause after each delivery; now that those messages
+            // are matched or buffered (and over-limit sources stopped), read on.
+            if !self.transport.resume_paced() {
+                break;
+            }
         }
     }
 
@@ -90,6 +98,14 @@ impl Node {
                         self.deliver_tagged(now, from, t.tag, t.seq, t.payload);
                         Vec::new()
                     }
+                    (StreamClass::Collective, Message::Chunk(chunk)) => {
+                        let mut out = Vec::new();
+                        if let Some(exec) = &mut self.exec {
+                            exec.on_chunk(from, chunk, &mut out);
+                        }
+                        self.apply_exec(out);
+                        Vec::new()
+                    }
                     // Messages from an earlier epoch are stale by definition: drop them.
                     (StreamClass::P2p, Message::Tagged(_)) => Vec::new(),
                     // Collectives and liveness traffic are handled by their own layers.
@@ -128,15 +144,28 @@ impl Node {
                     self.transport.close(now, conn, code, reason)
                 }
                 Action::Event(event) => self.events.push_back(event),
-                Action::Listen => match self.tls.mesh_server_config() {
-                    Ok(config) => self.transport.set_server_config(Some(config)),
-                    Err(detail) => self.join_failed(now, JoinError::BadWelcome { detail }),
-                },
+                Action::Listen => {
+                    // The executor exists from the Welcome on, not from Ready: a peer
+                    // that is ready before us may already send its first chunks (with
+                    // their fingerprints), which must be held, not dropped.
+                    if let Role::Worker(w) = &self.role {
+                        if let Some(m) = w.membership() {
+                            let config = self.exec_config.clone();
+                            self.exec =
+                                Some(Executor::new(m.rank, m.world_size, m.epoch, config, now));
+                        }
+                    }
+                    match self.tls.mesh_server_config() {
+                        Ok(config) => self.transport.set_server_config(Some(config)),
+                        Err(detail) => self.join_failed(now, JoinError::BadWelcome { detail }),
+                    }
+                }
                 Action::Dial {
                     rank,
                     addr,
                     attempt,
                 } => self.dial(now, rank, addr, attempt),
+                Action::DialSeed { addr, pin } => self.dial_seed(now, addr, pin),
             }
         }
     }
@@ -160,6 +189,29 @@ impl Node {
             Err(e) => {
                 let detail = format!("cannot dial rank {rank} at {addr}: {e}");
                 self.join_failed(now, JoinError::BadWelcome { detail });
+            }
+        }
+    }
+
+    fn dial_seed(&mut self, now: Instant, addr: std::net::SocketAddr, pin: [u8; 32]) {
+        let dialed = self
+            .tls
+            .bootstrap_client_config(pin)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                self.transport
+                    .connect(now, config, addr, BOOTSTRAP_SERVER_NAME)
+                    .map_err(|e| e.to_string())
+            });
+        match dialed {
+            Ok(conn) => {
+                if let Role::Worker(w) = &mut self.role {
+                    w.set_seed_conn(conn);
+                }
+            }
+            Err(e) => {
+                let detail = format!("cannot dial the seed at {addr}: {e}");
+                self.join_failed(now, JoinError::SeedLost { detail });
             }
         }
     }
@@ -217,10 +269,40 @@ impl Node {
         );
     }
 
-    /// Receives waiting on a rank that is gone fail now, rather than wait forever.
+    /// Receives and collectives waiting on a rank that is gone fail now, rather than
+    /// wait forever.
     fn fail_waiting_on(&mut self, rank: u32) {
         for op in self.p2p.take_posted_from(rank) {
             self.events.push_back(failed(op, rank));
+        }
+        if let Some(exec) = &mut self.exec {
+            let mut out = Vec::new();
+            exec.on_peer_lost(rank, &mut out);
+            self.apply_exec(out);
+        }
+    }
+
+    /// Carry out what the collective executor asked for.
+    pub(super) fn apply_exec(&mut self, outputs: Vec<ExecOutput>) {
+        for output in outputs {
+            match output {
+                ExecOutput::Send { to, frame } => {
+                    if let Ok(conn) = self.conn_of(to) {
+                        // Unbounded for collectives (see Peer::send); a closing
+                        // connection reports its loss, which fails the operation.
+                        let _ = self.transport.send(conn, StreamClass::Collective, frame);
+                    }
+                }
+                ExecOutput::Completed { op, outcome } => {
+                    self.events.push_back(Event::Completed { op, outcome })
+                }
+                ExecOutput::SetReading { from, on } => {
+                    if let Ok(conn) = self.conn_of(from) {
+                        self.transport
+                            .set_reading(conn, StreamClass::Collective, on);
+                    }
+                }
+            }
         }
     }
 }

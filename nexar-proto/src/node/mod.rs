@@ -15,9 +15,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::{Hello, Message, Tagged};
+use crate::codec::{CollectiveKind, Hello, Message, ReduceOp, Tagged};
+use crate::collective::exec::{ExecConfig, Executor};
+use crate::collective::{Buffer, CommId};
 use crate::config::{NodeConfig, SeedConfig};
-use crate::crypto::{ClusterCa, DetRng};
+use crate::crypto::{ClusterCa, DetRng, BOOTSTRAP_SERVER_NAME};
 use crate::error::{CommandError, ConfigError};
 use crate::event::{Event, OpId, Outcome};
 use crate::membership::seed::SeedState;
@@ -29,7 +31,7 @@ use crate::Transmit;
 
 /// What a node is asked to do. Each accepted command returns an [`OpId`]; its result
 /// arrives later as [`Event::Completed`] with that id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Command {
     /// Send `data` to rank `to` under `tag`. Completes with `Outcome::Sent` once QUIC has
@@ -48,6 +50,39 @@ pub enum Command {
         from: u32,
         /// Matching tag.
         tag: u64,
+    },
+    /// Run a collective on a communicator; completes with `Outcome::Collective`.
+    ///
+    /// `count` means, per kind: the buffer's elements (allreduce, reduce, broadcast, scan,
+    /// exclusive scan); each rank's block (allgather, reduce-scatter, gather, scatter,
+    /// all-to-all); 0 (barrier). `input` holds what this rank contributes: `count`
+    /// elements, or `size × count` for reduce-scatter and all-to-all and for the scatter
+    /// root, nothing for scatter non-roots and barrier. Every rank must issue the same
+    /// collectives in the same order on a communicator (as in MPI and NCCL); if they do
+    /// not, every rank gets `OpError::Mismatch` rather than a hang.
+    Collective {
+        /// The communicator (`CommId::WORLD` for all ranks).
+        comm: CommId,
+        /// Which collective.
+        kind: CollectiveKind,
+        /// The reduction (`ReduceOp::None` for kinds that do not reduce).
+        op: ReduceOp,
+        /// The root rank within the communicator (ignored where there is none).
+        root: u32,
+        /// Elements per rank, as above.
+        count: usize,
+        /// This rank's input.
+        input: Buffer,
+    },
+    /// MPI_Comm_split over `comm`: ranks passing the same `color` form a new
+    /// communicator, ordered by (`key`, parent rank); `None` joins none.
+    Split {
+        /// The parent communicator.
+        comm: CommId,
+        /// The group to join, if any.
+        color: Option<u32>,
+        /// Ordering within the group.
+        key: i64,
     },
 }
 
@@ -71,6 +106,8 @@ pub struct NodeStats {
     pub connections: usize,
     /// Seed: joiners not yet welcomed or rejected.
     pub pending_joiners: usize,
+    /// Worker: bytes of tagged messages received that no receive has claimed yet.
+    pub unmatched_bytes: usize,
 }
 
 /// A nexar node: a seed that forms the cluster, or a worker that is one rank of it.
@@ -80,6 +117,9 @@ pub struct Node {
     tls: tls::Tls,
     max_unmatched: usize,
     p2p: P2p,
+    /// Runs collectives; exists once the worker is ready.
+    exec: Option<Executor>,
+    exec_config: ExecConfig,
     events: VecDeque<Event>,
     next_op: u64,
     /// The latest `now` seen; earlier readings are clamped to it (time never goes back).
@@ -139,7 +179,7 @@ impl Node {
         ticket: &JoinTicket,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        let tls = tls::Tls::new(&config)?;
+        let mut tls = tls::Tls::new(&config)?;
         let csr = tls
             .identity()
             .certificate_request_der("nexar-worker")
@@ -152,10 +192,11 @@ impl Node {
             requested_rank: config.requested_rank,
             incarnation: config.incarnation,
         };
-        let mut state = WorkerState::new(ticket.secret, hello, now + config.formation_timeout);
+        let deadline = now + config.formation_timeout;
+        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline);
         let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
         let client = tls.bootstrap_client_config(ticket.pin)?;
-        match transport.connect(now, client, ticket.addr, "seed.nexar") {
+        match transport.connect(now, client, ticket.addr, BOOTSTRAP_SERVER_NAME) {
             Ok(conn) => state.set_seed_conn(conn),
             Err(e) => return Err(ConfigError::Crypto(format!("cannot dial the seed: {e}"))),
         }
@@ -181,6 +222,12 @@ impl Node {
             tls,
             max_unmatched: config.max_unmatched_bytes,
             p2p: P2p::default(),
+            exec: None,
+            exec_config: ExecConfig {
+                collective: config.collective.clone(),
+                timeout: config.collective_timeout,
+                max_early_bytes: config.max_early_bytes,
+            },
             events: VecDeque::new(),
             next_op: 0,
             now,
@@ -223,9 +270,33 @@ impl Node {
         }
     }
 
+    /// Size of a communicator and our rank in it, once ready.
+    pub fn comm_info(&self, comm: CommId) -> Option<(u32, u32)> {
+        self.exec.as_ref()?.comm_info(comm)
+    }
+
     /// True once a worker has emitted `Ready`.
     pub fn is_ready(&self) -> bool {
         matches!(&self.role, Role::Worker(w) if w.is_ready())
+    }
+
+    /// A welcomed worker's peer table from the Welcome: (rank, address) in rank order,
+    /// including itself. `None` for the seed or before the Welcome.
+    pub fn peers(&self) -> Option<Vec<(u32, SocketAddr)>> {
+        match &self.role {
+            Role::Worker(w) => w
+                .membership()
+                .map(|m| m.addrs.iter().map(|(r, a)| (*r, *a)).collect()),
+            Role::Seed { .. } => None,
+        }
+    }
+
+    /// Test hook (feature `sim`): the most recent encoded frames this node put on control
+    /// streams, and the reason bytes of its application closes (bounded, oldest dropped).
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn sent_control_frames(&self) -> Vec<Bytes> {
+        self.transport.sent_control_frames()
     }
 
     /// Counters.
@@ -237,6 +308,7 @@ impl Node {
                 Role::Seed { state, .. } => state.pending_joiners(),
                 Role::Worker(_) => 0,
             },
+            unmatched_bytes: self.p2p.total_unmatched_bytes(),
         }
     }
 
@@ -265,6 +337,11 @@ impl Node {
             Role::Worker(w) => w.handle_timeout(now),
         };
         self.apply(now, actions);
+        if let Some(exec) = &mut self.exec {
+            let mut out = Vec::new();
+            exec.handle_timeout(now, &mut out);
+            self.apply_exec(out);
+        }
         self.process(now);
     }
 
@@ -283,7 +360,9 @@ impl Node {
                     self.deliver_tagged(now, me, tag, seq, data);
                 } else {
                     let conn = self.conn_of(to)?;
-                    let seq = self.p2p.next_seq(to, tag);
+                    // Take the number only once the frame is queued: a refused send must
+                    // leave no gap, which the receiver would take for a broken peer.
+                    let seq = self.p2p.peek_seq(to, tag);
                     let frame = Message::Tagged(Tagged {
                         epoch,
                         tag,
@@ -294,6 +373,7 @@ impl Node {
                     self.transport
                         .send(conn, StreamClass::P2p, frame)
                         .map_err(|e| send_error(to, e))?;
+                    self.p2p.next_seq(to, tag);
                 }
                 self.events.push_back(Event::Completed {
                     op,
@@ -308,6 +388,29 @@ impl Node {
                     self.events.push_back(event);
                     self.resume_reading(from);
                 }
+                Ok(op)
+            }
+            Command::Collective {
+                comm,
+                kind,
+                op: reduce,
+                root,
+                count,
+                input,
+            } => {
+                let op = self.op();
+                let mut out = Vec::new();
+                let exec = self.exec.as_mut().ok_or(CommandError::NotReady)?;
+                exec.start(now, op, comm, kind, reduce, root, count, input, &mut out)?;
+                self.apply_exec(out);
+                Ok(op)
+            }
+            Command::Split { comm, color, key } => {
+                let op = self.op();
+                let mut out = Vec::new();
+                let exec = self.exec.as_mut().ok_or(CommandError::NotReady)?;
+                exec.split(now, op, comm, color, key, &mut out)?;
+                self.apply_exec(out);
                 Ok(op)
             }
         };
@@ -339,7 +442,8 @@ impl Node {
             Role::Seed { state, .. } => state.poll_timeout(),
             Role::Worker(w) => w.poll_timeout(),
         };
-        [self.transport.poll_timeout(), role]
+        let exec = self.exec.as_ref().and_then(Executor::poll_timeout);
+        [self.transport.poll_timeout(), role, exec]
             .into_iter()
             .flatten()
             .min()

@@ -35,6 +35,8 @@ pub(super) struct Tls {
     /// Built once and cloned per dial: the seeded initial-CID source inside is shared, so
     /// each dial draws fresh IDs.
     mesh_client: Option<ClientConfig>,
+    /// The same for dials of the seed (the first, and any after a failed attempt).
+    bootstrap_client: Option<ClientConfig>,
 }
 
 impl Tls {
@@ -58,6 +60,7 @@ impl Tls {
             params,
             staged: None,
             mesh_client: None,
+            bootstrap_client: None,
         })
     }
 
@@ -87,18 +90,25 @@ impl Tls {
         .map_err(crypto)
     }
 
+    /// The client configuration for dialling the seed; built once (for one pin), so each
+    /// dial draws fresh connection IDs.
     pub(super) fn bootstrap_client_config(
-        &self,
+        &mut self,
         pin: [u8; 32],
     ) -> Result<ClientConfig, ConfigError> {
-        bootstrap_client_config(
+        if let Some(c) = &self.bootstrap_client {
+            return Ok(c.clone());
+        }
+        let c = bootstrap_client_config(
             &self.provider,
             pin,
             &self.seed,
             self.unix_time,
             &self.params,
         )
-        .map_err(crypto)
+        .map_err(crypto)?;
+        self.bootstrap_client = Some(c.clone());
+        Ok(c)
     }
 
     /// Keep the Welcome's certificates for the mesh configs.

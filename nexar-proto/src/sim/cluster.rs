@@ -85,13 +85,24 @@ impl ClusterSim {
     /// A seed for `world_size` ranks on a network whose links default to `link`.
     /// No workers yet: add them with [`add_worker`](Self::add_worker).
     pub fn new(sim_seed: u64, world_size: u32, link: LinkConfig) -> Self {
+        Self::new_with(sim_seed, world_size, link, |config| config)
+    }
+
+    /// As [`new`](Self::new), with `adjust_seed` changing the seed node's config (say, a
+    /// shorter `join_timeout`).
+    pub fn new_with(
+        sim_seed: u64,
+        world_size: u32,
+        link: LinkConfig,
+        adjust_seed: impl FnOnce(NodeConfig) -> NodeConfig,
+    ) -> Self {
         let mut config = SimConfig::with_seed(sim_seed);
         config.default_link = link;
         let mut sim = Sim::new(config);
         let addr = doc_addr(0);
         let secret = node_seed(sim_seed, u64::MAX, "join-secret");
         let node = Node::seed(
-            Self::node_config(sim_seed, 0, addr),
+            adjust_seed(Self::node_config(sim_seed, 0, addr)),
             SeedConfig::new(world_size, secret),
             sim.now(),
         )
@@ -203,6 +214,19 @@ impl ClusterSim {
             ClusterHost::Node(n) => Some(n),
             ClusterHost::Custom(_) => None,
         }
+    }
+
+    /// Add a node built by `make` from the next host's default config (its own seed and
+    /// address) and the current time: a second seed (an impostor, say) or a worker built
+    /// by hand. It is not counted in [`workers`](Self::workers); its events are collected.
+    pub fn add_node(&mut self, make: impl FnOnce(NodeConfig, Instant) -> Node) -> HostId {
+        let index = self.sim.host_ids().count();
+        let addr = doc_addr(index);
+        let node = make(
+            Self::node_config(self.sim_seed, index, addr),
+            self.sim.now(),
+        );
+        self.sim.add_host(addr, ClusterHost::Node(Box::new(node)))
     }
 
     /// Add any other host (a rogue client, say) at the next documentation address.

@@ -50,6 +50,11 @@ pub(crate) enum LostReason {
     ClosedLocally,
     /// No packet from the peer within the idle timeout.
     TimedOut,
+    /// The peer ended the connection without an application reason: QUIC
+    /// `APPLICATION_ERROR` (how an application close sent before the handshake completed
+    /// travels), `CONNECTION_REFUSED`, or a stateless reset (it no longer knows the
+    /// connection). It gave up on us or turned us away; nothing says its identity is wrong.
+    Aborted(String),
     /// TLS or QUIC failure (certificate refused, protocol violation); the text says which.
     Transport(String),
 }
@@ -59,7 +64,9 @@ pub(crate) enum LostReason {
 pub(crate) enum TransportEvent {
     /// A peer dialled us and we accepted the QUIC handshake (not yet complete).
     Incoming { conn: ConnId, remote: SocketAddr },
-    /// The handshake (including certificate checks) completed.
+    /// The handshake (including certificate checks) completed. For connections we dialled
+    /// it is reported once the handshake is confirmed (the server's HANDSHAKE_DONE), so
+    /// that the acceptor has completed it too.
     Connected { conn: ConnId },
     /// One whole, decoded message arrived on a stream of this class.
     Message {
@@ -111,7 +118,15 @@ pub(crate) struct Transport {
     server_config: Option<Arc<ServerConfig>>,
     /// Where the round-robin over connections in `poll_transmit` resumes.
     next_tx: usize,
+    /// Test hook: the latest control frames and close reasons sent (see
+    /// [`Transport::sent_control_frames`]).
+    #[cfg(feature = "sim")]
+    sent_control: VecDeque<Bytes>,
 }
+
+/// How many control frames the `sim` test hook keeps.
+#[cfg(feature = "sim")]
+const SENT_CONTROL_LOG: usize = 64;
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,6 +151,8 @@ impl Transport {
             limits,
             server_config: None,
             next_tx: 0,
+            #[cfg(feature = "sim")]
+            sent_control: VecDeque::new(),
         }
     }
 
@@ -237,7 +254,13 @@ impl Transport {
             .peers
             .get_mut(&conn)
             .ok_or(SendError::UnknownConnection)?;
+        #[cfg(feature = "sim")]
+        let logged = (class == StreamClass::Control).then(|| frame.clone());
         peer.send(class, frame)?;
+        #[cfg(feature = "sim")]
+        if let Some(frame) = logged {
+            self.log_control(frame);
+        }
         self.dirty.insert(conn);
         self.drive();
         Ok(())
@@ -253,10 +276,32 @@ impl Transport {
         }
     }
 
+    /// Read on from paced streams (point-to-point) that paused after delivering messages
+    /// and are still to be read. Returns whether any was resumed (new events may follow).
+    pub(crate) fn resume_paced(&mut self) -> bool {
+        let mut any = false;
+        for (id, peer) in self.peers.iter_mut() {
+            if peer.resume_paced() {
+                self.dirty.insert(*id);
+                any = true;
+            }
+        }
+        if any {
+            self.drive();
+        }
+        any
+    }
+
     /// Close with an application code; the peer sees `ClosedByPeer { code, reason }`.
     pub(crate) fn close(&mut self, now: Instant, conn: ConnId, code: u64, reason: Bytes) {
         if let Some(peer) = self.peers.get_mut(&conn) {
+            #[cfg(feature = "sim")]
+            let logged = reason.clone();
             peer.close(now, code, reason);
+            #[cfg(feature = "sim")]
+            if !logged.is_empty() {
+                self.log_control(logged);
+            }
             self.dirty.insert(conn);
             self.drive();
         }
@@ -283,6 +328,21 @@ impl Transport {
         any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
             .ok()
             .map(|b| *b)
+    }
+
+    /// Test hook (feature `sim`): the latest frames queued on control streams and reason
+    /// bytes of application closes, oldest first, at most `SENT_CONTROL_LOG` of them.
+    #[cfg(feature = "sim")]
+    pub(crate) fn sent_control_frames(&self) -> Vec<Bytes> {
+        self.sent_control.iter().cloned().collect()
+    }
+
+    #[cfg(feature = "sim")]
+    fn log_control(&mut self, frame: Bytes) {
+        if self.sent_control.len() == SENT_CONTROL_LOG {
+            self.sent_control.pop_front();
+        }
+        self.sent_control.push_back(frame);
     }
 
     /// Bytes held in stream decoders, summed over connections (reserved capacity).

@@ -4,10 +4,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
-use quinn_proto::{Connection, ConnectionError, Dir, Event, ReadError, StreamEvent, StreamId};
+use quinn_proto::{
+    Connection, ConnectionError, Dir, Event, ReadError, StreamEvent, StreamId, TransportErrorCode,
+};
 
 use super::{varint, LostReason, SendError, TransportLimits, CLOSE_MALFORMED};
 use crate::codec::{DecodeError, FrameDecoder, Message};
+
+/// Most bytes taken from one stream in one read, so that a read (and what a paced stream
+/// delivers before pausing) stays small whatever QUIC has reassembled.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// What a stream carries; the stream's index among the sender's uni streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,6 +38,14 @@ impl StreamClass {
     }
 
     /// Higher sends first: control never waits behind bulk.
+    /// Whether reads of this class pause after each delivery until the layer above has
+    /// seen it ([`Peer::resume_paced`]). Point-to-point data is paced so that a receiver
+    /// that stops reading at its unmatched limit holds at most one message (or one read)
+    /// beyond it, however much QUIC has buffered.
+    fn paced(self) -> bool {
+        matches!(self, StreamClass::P2p)
+    }
+
     fn priority(self) -> i32 {
         match self {
             StreamClass::Control => 2,
@@ -60,24 +74,33 @@ struct Outgoing {
 pub(super) struct Peer {
     pub(super) conn: Connection,
     pub(super) established: bool,
+    /// We dialled: `Connected` waits for the handshake to be confirmed.
+    dialer: bool,
+    /// `Connected` has been reported upward.
+    connected_reported: bool,
     limits: TransportLimits,
     out: [Outgoing; 3],
     /// Incoming streams by id, each with its own decoder (frames never span streams).
     incoming: BTreeMap<StreamId, (StreamClass, FrameDecoder)>,
     reading: [bool; 3],
+    /// Paced classes whose reads paused after a delivery (see `StreamClass::paced`).
+    paused: [bool; 3],
     closed: bool,
     lost_reported: bool,
 }
 
 impl Peer {
-    pub(super) fn new(conn: Connection, limits: TransportLimits, _dialer: bool) -> Self {
+    pub(super) fn new(conn: Connection, limits: TransportLimits, dialer: bool) -> Self {
         Self {
             conn,
             established: false,
+            dialer,
+            connected_reported: false,
             limits,
             out: Default::default(),
             incoming: BTreeMap::new(),
             reading: [true; 3],
+            paused: [false; 3],
             closed: false,
             lost_reported: false,
         }
@@ -92,7 +115,11 @@ impl Peer {
             return Err(SendError::Closing);
         }
         let out = &mut self.out[class as usize];
-        if out.queued + frame.len() > self.limits.max_queued_bytes && out.queued > 0 {
+        // Collective chunks are copies of buffers the caller already holds for operations
+        // it started, so their memory is bounded by those operations; only point-to-point
+        // sends, which a caller can issue without limit, get a queue bound.
+        let bounded = class == StreamClass::P2p;
+        if bounded && out.queued + frame.len() > self.limits.max_queued_bytes && out.queued > 0 {
             return Err(SendError::QueueFull {
                 queued: out.queued,
                 limit: self.limits.max_queued_bytes,
@@ -105,6 +132,9 @@ impl Peer {
 
     pub(super) fn set_reading(&mut self, class: StreamClass, on: bool) {
         self.reading[class as usize] = on;
+        if on {
+            self.paused[class as usize] = false;
+        }
     }
 
     pub(super) fn close(&mut self, now: Instant, code: u64, reason: Bytes) {
@@ -122,7 +152,6 @@ impl Peer {
                 Event::Connected => {
                     self.established = true;
                     self.open_streams();
-                    outputs.push(PeerOutput::Connected);
                 }
                 Event::ConnectionLost { reason } => self.report_lost(reason, &mut outputs),
                 Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => self.accept_streams(),
@@ -130,9 +159,24 @@ impl Peer {
                 Event::DatagramReceived | Event::DatagramsUnblocked => {}
             }
         }
+        // A client's handshake completes when it sends its Finished, which may yet be lost
+        // (and under heavy loss its retransmission can back off for a minute); only the
+        // server's HANDSHAKE_DONE proves the acceptor completed it too. A server's handshake
+        // is confirmed when it completes.
+        if self.established && !self.connected_reported && !self.closed {
+            let confirmed = !self.dialer || self.conn.stats().frame_rx.handshake_done > 0;
+            if confirmed {
+                self.connected_reported = true;
+                outputs.push(PeerOutput::Connected);
+            }
+        }
         if !self.closed {
             self.accept_streams();
-            self.read_streams(&mut outputs);
+            // Nothing is read before `Connected` is reported: the layer above does not know
+            // the connection yet and would drop what it said.
+            if self.connected_reported {
+                self.read_streams(&mut outputs);
+            }
             self.flush();
         }
         outputs
@@ -151,6 +195,15 @@ impl Peer {
             },
             ConnectionError::LocallyClosed => LostReason::ClosedLocally,
             ConnectionError::TimedOut => LostReason::TimedOut,
+            ConnectionError::ConnectionClosed(c)
+                if c.error_code == TransportErrorCode::APPLICATION_ERROR
+                    || c.error_code == TransportErrorCode::CONNECTION_REFUSED =>
+            {
+                LostReason::Aborted(c.to_string())
+            }
+            // The peer no longer knows the connection (it closed it and our copy of the
+            // close was lost, or it restarted).
+            ConnectionError::Reset => LostReason::Aborted("reset by peer".into()),
             other => LostReason::Transport(other.to_string()),
         };
         outputs.push(PeerOutput::Lost(reason));
@@ -197,23 +250,25 @@ impl Peer {
                 continue;
             };
             let class = *class;
-            if !self.reading[class as usize] {
+            if !self.reading[class as usize] || self.paused[class as usize] {
                 continue;
             }
             let mut failure = None;
             let mut finished = false;
             if let Ok(mut chunks) = self.conn.recv_stream(id).read(true) {
                 loop {
-                    match chunks.next(usize::MAX) {
+                    match chunks.next(READ_CHUNK) {
                         Ok(Some(chunk)) => {
                             decoder.push_bytes(chunk.bytes);
                             // Decode as we go so the decoder never holds more than one
                             // frame plus one chunk, whatever the peer's window allows.
+                            let before = outputs.len();
                             if let Err(e) = drain_frames(decoder, class, outputs) {
                                 failure = Some(e);
                                 break;
                             }
-                            if !self.reading[class as usize] {
+                            if class.paced() && outputs.len() > before {
+                                self.paused[class as usize] = true;
                                 break;
                             }
                         }
@@ -243,6 +298,20 @@ impl Peer {
                 self.incoming.remove(&id);
             }
         }
+    }
+
+    /// Un-pause paced streams that are still to be read; true if any was (the caller
+    /// processes the peer again).
+    pub(super) fn resume_paced(&mut self) -> bool {
+        let mut any = false;
+        for class in StreamClass::ALL {
+            let i = class as usize;
+            if self.paused[i] && self.reading[i] {
+                self.paused[i] = false;
+                any = true;
+            }
+        }
+        any
     }
 
     fn flush(&mut self) {

@@ -1,0 +1,687 @@
+//! The executor: runs every collective of a node, whatever its plan.
+//!
+//! It owns the communicators and their sequence numbers, the operations in flight (many at
+//! once: non-blocking collectives), a bounded window of chunks that arrive before their
+//! operation starts, deadlines, and the flight recorder. Inputs are commands, chunks and
+//! time; outputs are chunks to send, completions and read-pausing requests, all values.
+//!
+//! Mismatch detection: the first chunk a rank sends to each peer in an operation carries
+//! its fingerprint. A rank that sees a different one fails the operation with `Mismatch`
+//! and sends its own fingerprint to every member as an *abort* chunk (step `ABORT_STEP`);
+//! a rank that receives any abort sends its own fingerprint to everyone once. So every
+//! rank sees every differing fingerprint and fails with `Mismatch`, instead of hanging.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::buffer::Buffer;
+use super::comm::{CommId, Communicator};
+use super::flight::{FlightEntry, FlightRecorder, FlightState};
+use super::running::{InChunk, OutChunk, Running, Violation};
+use super::select::{select, CollectiveConfig};
+use super::spec::{layout_for, plan, CollectiveSpec};
+use crate::codec::{Chunk, ChunkHeader, CollectiveKind, DType, Fingerprint, Message, ReduceOp};
+use crate::error::{CommandError, OpError};
+use crate::event::{OpId, Outcome};
+
+/// Step number of an abort chunk (no plan has this many steps).
+pub(crate) const ABORT_STEP: u32 = u32::MAX;
+
+/// What the executor asks the node to do.
+#[derive(Debug)]
+pub(crate) enum ExecOutput {
+    /// Send a collective frame to a world rank.
+    Send { to: u32, frame: Bytes },
+    /// An operation finished.
+    Completed {
+        op: OpId,
+        outcome: Result<Outcome, OpError>,
+    },
+    /// Stop or resume reading the collective stream from a world rank.
+    SetReading { from: u32, on: bool },
+}
+
+/// Executor limits and policy.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecConfig {
+    pub(crate) collective: CollectiveConfig,
+    pub(crate) timeout: Duration,
+    pub(crate) max_early_bytes: usize,
+}
+
+/// What an operation is for: the user's result, or a split in progress.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    User,
+    Split { parent_seq: u64 },
+}
+
+#[derive(Debug)]
+struct Op {
+    id: OpId,
+    purpose: Purpose,
+    deadline: Instant,
+    run: Running,
+}
+
+/// Chunks for operations that have not started here yet, by (comm, seq).
+#[derive(Debug, Default)]
+struct Early {
+    chunks: BTreeMap<(u64, u64), Vec<(u32, Chunk)>>,
+    bytes: usize,
+    paused: BTreeSet<u32>,
+}
+
+pub(crate) struct Executor {
+    me: u32,
+    epoch: u64,
+    config: ExecConfig,
+    comms: BTreeMap<CommId, Communicator>,
+    ops: BTreeMap<(u64, u64), Op>,
+    early: Early,
+    /// Mismatches seen for operations that had already finished here: the next
+    /// operation on that communicator fails with it.
+    poisoned: BTreeMap<u64, OpError>,
+    aborts_sent: BTreeSet<(u64, u64)>,
+    flight: FlightRecorder,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("ops", &self.ops.len())
+            .field("comms", &self.comms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    pub(crate) fn new(me: u32, world: u32, epoch: u64, config: ExecConfig, now: Instant) -> Self {
+        let mut comms = BTreeMap::new();
+        comms.insert(CommId::WORLD, Communicator::world(world, me));
+        Self {
+            me,
+            epoch,
+            config,
+            comms,
+            ops: BTreeMap::new(),
+            early: Early::default(),
+            poisoned: BTreeMap::new(),
+            aborts_sent: BTreeSet::new(),
+            flight: FlightRecorder::default(),
+            started: now,
+        }
+    }
+
+    /// Size and our rank in a communicator.
+    pub(crate) fn comm_info(&self, comm: CommId) -> Option<(u32, u32)> {
+        self.comms.get(&comm).map(|c| (c.size(), c.me))
+    }
+
+    /// Start a collective. `input` is the user's data (its length is checked against the
+    /// layout); the result comes back in `Completed` as `Outcome::Collective`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        comm: CommId,
+        kind: CollectiveKind,
+        op: ReduceOp,
+        root: u32,
+        count: usize,
+        input: Buffer,
+        out: &mut Vec<ExecOutput>,
+    ) -> Result<(), CommandError> {
+        self.start_purpose(
+            now,
+            id,
+            comm,
+            kind,
+            op,
+            root,
+            count,
+            input,
+            Purpose::User,
+            out,
+        )
+    }
+
+    /// MPI_Comm_split over `comm`: an allgather of (colour, key), then a local decision.
+    pub(crate) fn split(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        comm: CommId,
+        color: Option<u32>,
+        key: i64,
+        out: &mut Vec<ExecOutput>,
+    ) -> Result<(), CommandError> {
+        let parent_seq = self
+            .comms
+            .get(&comm)
+            .ok_or(CommandError::UnknownCommunicator { comm })?
+            .next_seq;
+        let color = color.map_or(u64::MAX, u64::from);
+        let input = Buffer::from_vec(vec![color, key as u64]);
+        let purpose = Purpose::Split { parent_seq };
+        self.start_purpose(
+            now,
+            id,
+            comm,
+            CollectiveKind::AllGather,
+            ReduceOp::None,
+            0,
+            2,
+            input,
+            purpose,
+            out,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_purpose(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        comm_id: CommId,
+        kind: CollectiveKind,
+        op: ReduceOp,
+        root: u32,
+        count: usize,
+        input: Buffer,
+        purpose: Purpose,
+        out: &mut Vec<ExecOutput>,
+    ) -> Result<(), CommandError> {
+        let comm = self
+            .comms
+            .get(&comm_id)
+            .ok_or(CommandError::UnknownCommunicator { comm: comm_id })?;
+        let spec = CollectiveSpec {
+            kind,
+            dtype: input.dtype(),
+            op,
+            count,
+            root,
+        };
+        validate(&spec, comm.size())?;
+        let algorithm = select(&spec, comm.size(), &self.config.collective);
+        let plan = plan(&spec, comm.size(), comm.me, algorithm).map_err(|e| {
+            CommandError::InvalidCollective {
+                detail: e.to_string(),
+            }
+        })?;
+        let layout = layout_for(&spec, comm.size(), comm.me, algorithm).map_err(|e| {
+            CommandError::InvalidCollective {
+                detail: e.to_string(),
+            }
+        })?;
+        if input.len() != layout.input.len() {
+            return Err(CommandError::BufferLength {
+                expected: layout.input.len(),
+                got: input.len(),
+            });
+        }
+        let mut buf = input.zeros_like(layout.buffer_len);
+        buf.copy_from(layout.input.start, &input, 0..input.len());
+        if !layout.fill_identity.is_empty() {
+            buf.fill_identity(layout.fill_identity.clone(), op);
+        }
+        let seq = comm.next_seq;
+        if let Some(err) = self.poisoned.remove(&comm_id.0) {
+            out.push(ExecOutput::Completed {
+                op: id,
+                outcome: Err(err),
+            });
+            return Ok(());
+        }
+        if let Some(c) = self.comms.get_mut(&comm_id) {
+            c.next_seq += 1;
+        }
+        let fp = Fingerprint {
+            kind,
+            dtype: spec.dtype,
+            op,
+            count: count as u64,
+            root,
+            algorithm,
+        };
+        self.flight.start(FlightEntry {
+            comm: comm_id.0,
+            seq,
+            kind,
+            dtype: spec.dtype,
+            op,
+            count: count as u64,
+            root,
+            algorithm,
+            started: now.saturating_duration_since(self.started),
+            state: FlightState::Running { step: 0 },
+        });
+        let seg = (self.config.collective.segment_bytes / spec.dtype.size()).max(1);
+        let run = Running::new(spec, fp, comm_id.0, seq, self.epoch, plan, layout, buf, seg);
+        let deadline = now + self.config.timeout;
+        self.ops.insert(
+            (comm_id.0, seq),
+            Op {
+                id,
+                purpose,
+                deadline,
+                run,
+            },
+        );
+        let mut sends = Vec::new();
+        let mut result = Ok(());
+        if let Some(op) = self.ops.get_mut(&(comm_id.0, seq)) {
+            op.run.begin(&mut sends);
+            // Steps with nothing to receive (a root's sends) complete at once.
+            result = op.run.settle(&mut sends);
+        }
+        self.after_progress(comm_id.0, seq, sends, result, out);
+        // Chunks that came before we started, in arrival order.
+        if let Some(early) = self.early.chunks.remove(&(comm_id.0, seq)) {
+            for (from, chunk) in early {
+                self.early.bytes -= chunk.payload.len();
+                self.on_chunk(from, chunk, out);
+            }
+            self.maybe_resume(out);
+        }
+        Ok(())
+    }
+
+    /// A chunk from world rank `from`.
+    pub(crate) fn on_chunk(&mut self, from: u32, chunk: Chunk, out: &mut Vec<ExecOutput>) {
+        let h = chunk.header;
+        if h.epoch != self.epoch {
+            return; // from another membership epoch: stale by definition
+        }
+        let key = (h.comm, h.seq);
+        let Some(comm) = self.comms.get(&CommId(h.comm)) else {
+            return self.hold_early(from, chunk, out);
+        };
+        let Some(peer) = comm.rank_of(from) else {
+            return;
+        };
+        if h.step == ABORT_STEP {
+            return self.on_abort(key, peer, chunk.fingerprint, out);
+        }
+        if !self.ops.contains_key(&key) {
+            if h.seq >= comm.next_seq {
+                self.hold_early(from, chunk, out);
+            }
+            return; // a finished operation's straggler: nothing to do
+        }
+        let mut sends = Vec::new();
+        let result = match self.ops.get_mut(&key) {
+            Some(op) => op.run.on_chunk(
+                InChunk {
+                    from: peer,
+                    step: h.step,
+                    offset: h.offset,
+                    fingerprint: chunk.fingerprint,
+                    payload: chunk.payload,
+                },
+                &mut sends,
+            ),
+            None => Ok(()),
+        };
+        self.after_progress(h.comm, h.seq, sends, result, out);
+    }
+
+    fn hold_early(&mut self, from: u32, chunk: Chunk, out: &mut Vec<ExecOutput>) {
+        let key = (chunk.header.comm, chunk.header.seq);
+        self.early.bytes += chunk.payload.len();
+        self.early
+            .chunks
+            .entry(key)
+            .or_default()
+            .push((from, chunk));
+        if self.early.bytes > self.config.max_early_bytes && self.early.paused.insert(from) {
+            // Bounded window: stop reading this peer; QUIC flow control holds the rest.
+            out.push(ExecOutput::SetReading { from, on: false });
+        }
+    }
+
+    fn maybe_resume(&mut self, out: &mut Vec<ExecOutput>) {
+        if self.early.bytes <= self.config.max_early_bytes / 2 {
+            for from in std::mem::take(&mut self.early.paused) {
+                out.push(ExecOutput::SetReading { from, on: true });
+            }
+        }
+    }
+
+    /// Send the chunks a step produced, then finish or fail the operation as it stands.
+    fn after_progress(
+        &mut self,
+        comm: u64,
+        seq: u64,
+        sends: Vec<OutChunk>,
+        mut result: Result<(), Violation>,
+        out: &mut Vec<ExecOutput>,
+    ) {
+        // Our own chunks (a plan may send to itself) go straight back in, in order;
+        // feeding one may complete a step and produce more.
+        let mut queue: std::collections::VecDeque<OutChunk> = sends.into();
+        while let Some(s) = queue.pop_front() {
+            let to = self.world_rank(comm, s.to);
+            if to != self.me {
+                out.push(ExecOutput::Send {
+                    to,
+                    frame: frame(s),
+                });
+                continue;
+            }
+            if result.is_err() {
+                continue;
+            }
+            let me = self.comms.get(&CommId(comm)).map_or(0, |c| c.me);
+            let mut more = Vec::new();
+            if let Some(op) = self.ops.get_mut(&(comm, seq)) {
+                result = op.run.on_chunk(
+                    InChunk {
+                        from: me,
+                        step: s.header.step,
+                        offset: s.header.offset,
+                        fingerprint: s.fingerprint,
+                        payload: s.payload,
+                    },
+                    &mut more,
+                );
+            }
+            queue.extend(more);
+        }
+        match result {
+            Err(Violation::Mismatch { peer, theirs }) => {
+                let err = self.mismatch_error(comm, seq, peer, theirs);
+                self.fail(comm, seq, err, out);
+                self.send_abort(comm, seq, out);
+            }
+            Err(Violation::Protocol { peer, detail }) => {
+                let rank = self.world_rank(comm, peer);
+                self.fail(comm, seq, OpError::Protocol { rank, detail }, out);
+            }
+            Ok(()) => {
+                if self.ops.get(&(comm, seq)).is_some_and(|o| o.run.is_done()) {
+                    self.complete(comm, seq, out);
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, comm: u64, seq: u64, out: &mut Vec<ExecOutput>) {
+        let Some(op) = self.ops.remove(&(comm, seq)) else {
+            return;
+        };
+        self.flight.update(comm, seq, FlightState::Done);
+        let size = self.comms.get(&CommId(comm)).map_or(1, Communicator::size);
+        let buffer = op.run.finish(size);
+        let outcome = match op.purpose {
+            Purpose::User => Ok(Outcome::Collective { buffer }),
+            Purpose::Split { parent_seq } => Ok(self.finish_split(comm, parent_seq, buffer)),
+        };
+        out.push(ExecOutput::Completed { op: op.id, outcome });
+    }
+
+    fn finish_split(&mut self, comm: u64, parent_seq: u64, gathered: Buffer) -> Outcome {
+        let values = gathered.into_vec::<u64>().unwrap_or_default();
+        let contributions: Vec<(Option<u32>, i64)> = values
+            .chunks_exact(2)
+            .map(|c| (u32::try_from(c[0]).ok(), c[1] as i64))
+            .collect();
+        let Some(parent) = self.comms.get(&CommId(comm)) else {
+            return Outcome::Split { comm: None };
+        };
+        match parent.split(parent_seq, &contributions) {
+            Some(child) => {
+                let info = (child.id, child.me, child.size());
+                self.comms.insert(child.id, child);
+                Outcome::Split { comm: Some(info) }
+            }
+            None => Outcome::Split { comm: None },
+        }
+    }
+
+    fn fail(&mut self, comm: u64, seq: u64, err: OpError, out: &mut Vec<ExecOutput>) {
+        if let Some(op) = self.ops.remove(&(comm, seq)) {
+            self.flight.update(comm, seq, FlightState::Failed);
+            out.push(ExecOutput::Completed {
+                op: op.id,
+                outcome: Err(err),
+            });
+        }
+    }
+
+    fn on_abort(
+        &mut self,
+        key: (u64, u64),
+        peer: u32,
+        theirs: Option<Fingerprint>,
+        out: &mut Vec<ExecOutput>,
+    ) {
+        let Some(theirs) = theirs else { return };
+        let mine = self.ops.get(&key).map(|o| o.run.fp);
+        match mine {
+            Some(fp) if fp != theirs => {
+                let err = self.mismatch_error(key.0, key.1, peer, theirs);
+                self.fail(key.0, key.1, err, out);
+            }
+            Some(_) => {}
+            None => {
+                // Already finished here (or never started): the next operation on this
+                // communicator reports it, so the application still hears of it.
+                let err = OpError::Mismatch {
+                    comm: key.0,
+                    seq: key.1,
+                    field: "unknown (finished locally)",
+                    rank: self.me,
+                    peer: self.world_rank(key.0, peer),
+                    flight: self.flight.snapshot(),
+                };
+                self.poisoned.entry(key.0).or_insert(err);
+            }
+        }
+        self.send_abort(key.0, key.1, out);
+    }
+
+    /// Tell every member our fingerprint for (comm, seq), once.
+    fn send_abort(&mut self, comm: u64, seq: u64, out: &mut Vec<ExecOutput>) {
+        if !self.aborts_sent.insert((comm, seq)) {
+            return;
+        }
+        let Some(fp) = self.flight_fp(comm, seq) else {
+            return;
+        };
+        let Some(c) = self.comms.get(&CommId(comm)) else {
+            return;
+        };
+        for &to in c.members.iter().filter(|r| **r != self.me) {
+            let chunk = Chunk {
+                header: ChunkHeader {
+                    epoch: self.epoch,
+                    comm,
+                    seq,
+                    algorithm: fp.algorithm,
+                    step: ABORT_STEP,
+                    offset: 0,
+                },
+                fingerprint: Some(fp),
+                payload: Bytes::new(),
+            };
+            out.push(ExecOutput::Send {
+                to,
+                frame: Message::Chunk(chunk).to_frame(),
+            });
+        }
+    }
+
+    /// Our fingerprint for an operation, running or recorded.
+    fn flight_fp(&self, comm: u64, seq: u64) -> Option<Fingerprint> {
+        if let Some(op) = self.ops.get(&(comm, seq)) {
+            return Some(op.run.fp);
+        }
+        self.flight
+            .snapshot()
+            .0
+            .into_iter()
+            .find(|e| e.comm == comm && e.seq == seq)
+            .map(|e| Fingerprint {
+                kind: e.kind,
+                dtype: e.dtype,
+                op: e.op,
+                count: e.count,
+                root: e.root,
+                algorithm: e.algorithm,
+            })
+    }
+
+    fn mismatch_error(&self, comm: u64, seq: u64, peer: u32, theirs: Fingerprint) -> OpError {
+        let mine = self.ops.get(&(comm, seq)).map(|o| o.run.fp);
+        let field = mine.map_or("unknown", |m| differing_field(&m, &theirs));
+        OpError::Mismatch {
+            comm,
+            seq,
+            field,
+            rank: self.me,
+            peer: self.world_rank(comm, peer),
+            flight: self.flight.snapshot(),
+        }
+    }
+
+    fn world_rank(&self, comm: u64, comm_rank: u32) -> u32 {
+        self.comms
+            .get(&CommId(comm))
+            .and_then(|c| c.members.get(comm_rank as usize).copied())
+            .unwrap_or(comm_rank)
+    }
+
+    /// Fail operations whose deadline passed, naming whom they waited for.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut Vec<ExecOutput>) {
+        let expired: Vec<(u64, u64)> = self
+            .ops
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for (comm, seq) in expired {
+            let Some(op) = self.ops.get(&(comm, seq)) else {
+                continue;
+            };
+            let waiting_for = op
+                .run
+                .waiting_for()
+                .into_iter()
+                .map(|r| self.world_rank(comm, r))
+                .collect();
+            let step = op.run.step();
+            self.flight.update(comm, seq, FlightState::Running { step });
+            let err = OpError::Timeout {
+                op: op.id,
+                comm,
+                seq,
+                waiting_for,
+                flight: self.flight.snapshot(),
+            };
+            self.fail(comm, seq, err, out);
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.ops.values().map(|o| o.deadline).min()
+    }
+
+    /// A world rank is gone: every operation on a communicator that holds it fails.
+    pub(crate) fn on_peer_lost(&mut self, rank: u32, out: &mut Vec<ExecOutput>) {
+        let affected: Vec<(u64, u64)> = self
+            .ops
+            .keys()
+            .filter(|(c, _)| {
+                self.comms
+                    .get(&CommId(*c))
+                    .is_some_and(|c| c.rank_of(rank).is_some())
+            })
+            .copied()
+            .collect();
+        for (comm, seq) in affected {
+            self.fail(comm, seq, OpError::PeerLost { rank }, out);
+        }
+    }
+}
+
+/// The first field in which two fingerprints differ, as users would name it.
+fn differing_field(a: &Fingerprint, b: &Fingerprint) -> &'static str {
+    if a.kind != b.kind {
+        "kind"
+    } else if a.dtype != b.dtype {
+        "dtype"
+    } else if a.count != b.count {
+        "count"
+    } else if a.root != b.root {
+        "root"
+    } else if a.op != b.op {
+        "op"
+    } else {
+        "algorithm"
+    }
+}
+
+/// Refuse what no plan can run, before anything is sent.
+fn validate(spec: &CollectiveSpec, size: u32) -> Result<(), CommandError> {
+    let rooted = matches!(
+        spec.kind,
+        CollectiveKind::Broadcast
+            | CollectiveKind::Reduce
+            | CollectiveKind::Gather
+            | CollectiveKind::Scatter
+    );
+    if rooted && spec.root >= size {
+        return Err(CommandError::UnknownRank {
+            rank: spec.root,
+            world_size: size,
+        });
+    }
+    let reducing = matches!(
+        spec.kind,
+        CollectiveKind::AllReduce
+            | CollectiveKind::Reduce
+            | CollectiveKind::ReduceScatter
+            | CollectiveKind::Scan
+            | CollectiveKind::ExclusiveScan
+    );
+    let float = matches!(
+        spec.dtype,
+        DType::F32 | DType::F64 | DType::F16 | DType::BF16
+    );
+    let bad_op = match spec.op {
+        ReduceOp::None => reducing,
+        ReduceOp::Avg => {
+            !reducing
+                || !float
+                || matches!(
+                    spec.kind,
+                    CollectiveKind::Scan | CollectiveKind::ExclusiveScan
+                )
+        }
+        _ => !reducing,
+    };
+    if bad_op {
+        return Err(CommandError::InvalidCollective {
+            detail: format!(
+                "op {:?} does not apply to {:?} on {:?}",
+                spec.op, spec.kind, spec.dtype
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn frame(s: OutChunk) -> Bytes {
+    Message::Chunk(Chunk {
+        header: s.header,
+        fingerprint: s.fingerprint,
+        payload: s.payload,
+    })
+    .to_frame()
+}

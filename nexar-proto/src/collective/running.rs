@@ -1,0 +1,345 @@
+//! One collective in flight: its plan, working buffer, and progress through the steps.
+//!
+//! Chunks are checked against the plan before anything is stored: the sender must have a
+//! recv in that step, the offset must be the next one expected from it, the length exact.
+//! Within a step, a recv whose range overlaps an earlier unfinished recv waits (its
+//! chunks are held) so reductions happen in plan order whatever the arrival order; recvs
+//! into disjoint ranges are applied as they arrive, which is what overlaps receiving
+//! with reducing for large buffers.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::buffer::Buffer;
+use super::plan::{Layout, Plan};
+use super::spec::CollectiveSpec;
+use crate::codec::{ChunkHeader, Fingerprint, ReduceOp};
+
+/// A chunk with the fields the executor acts on.
+#[derive(Debug, Clone)]
+pub(crate) struct InChunk {
+    pub(crate) from: u32,
+    pub(crate) step: u32,
+    pub(crate) offset: u64,
+    pub(crate) fingerprint: Option<Fingerprint>,
+    pub(crate) payload: Bytes,
+}
+
+/// A chunk to send: destination comm rank, header fields, payload.
+#[derive(Debug, Clone)]
+pub(crate) struct OutChunk {
+    pub(crate) to: u32,
+    pub(crate) header: ChunkHeader,
+    pub(crate) fingerprint: Option<Fingerprint>,
+    pub(crate) payload: Bytes,
+}
+
+/// Why a chunk broke the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Violation {
+    /// The sender's fingerprint differs from ours.
+    Mismatch { peer: u32, theirs: Fingerprint },
+    /// Anything else: the detail says what.
+    Protocol { peer: u32, detail: String },
+}
+
+pub(crate) struct Running {
+    pub(crate) spec: CollectiveSpec,
+    pub(crate) fp: Fingerprint,
+    pub(crate) comm: u64,
+    pub(crate) seq: u64,
+    pub(crate) epoch: u64,
+    plan: Plan,
+    layout: Layout,
+    buf: Buffer,
+    /// Elements per chunk.
+    seg: usize,
+    step: usize,
+    /// Chunks received so far for each recv of the current step.
+    got: Vec<usize>,
+    /// Chunks that arrived before they could be applied, per (step, peer), in order.
+    held: BTreeMap<(u32, u32), VecDeque<InChunk>>,
+    fp_checked: BTreeSet<u32>,
+    fp_sent: BTreeSet<u32>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("comm", &self.comm)
+            .field("seq", &self.seq)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Chunks needed for a range of `n` elements (a zero-length range still sends one).
+fn chunks_for(n: usize, seg: usize) -> usize {
+    n.div_ceil(seg).max(1)
+}
+
+impl Running {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        spec: CollectiveSpec,
+        fp: Fingerprint,
+        comm: u64,
+        seq: u64,
+        epoch: u64,
+        plan: Plan,
+        layout: Layout,
+        buf: Buffer,
+        seg: usize,
+    ) -> Self {
+        Self {
+            spec,
+            fp,
+            comm,
+            seq,
+            epoch,
+            plan,
+            layout,
+            buf,
+            seg: seg.max(1),
+            step: 0,
+            got: Vec::new(),
+            held: BTreeMap::new(),
+            fp_checked: BTreeSet::new(),
+            fp_sent: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn step(&self) -> u32 {
+        self.step as u32
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.step >= self.plan.steps.len()
+    }
+
+    /// Peers (comm ranks) whose data the current step still waits for.
+    pub(crate) fn waiting_for(&self) -> Vec<u32> {
+        let Some(step) = self.plan.steps.get(self.step) else {
+            return Vec::new();
+        };
+        step.recvs
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| self.got[*i] < chunks_for(r.range.len(), self.seg))
+            .map(|(_, r)| r.peer)
+            .collect()
+    }
+
+    /// Enter step 0: its sends go out (to `out`).
+    pub(crate) fn begin(&mut self, out: &mut Vec<OutChunk>) {
+        self.enter_step(out);
+    }
+
+    /// The working buffer's output range, finished (Avg divided), as an owned buffer.
+    pub(crate) fn finish(mut self, comm_size: u32) -> Buffer {
+        let out = self.layout.output.clone();
+        if self.spec.op == ReduceOp::Avg && !out.is_empty() {
+            self.buf.divide(out.clone(), comm_size);
+        }
+        if out.start == 0 && out.end == self.buf.len() {
+            return self.buf;
+        }
+        let mut result = self.buf.zeros_like(out.len());
+        result.copy_from(0, &self.buf, out);
+        result
+    }
+
+    /// Take one chunk for this op. Applies what the plan allows now, holds the rest, and
+    /// advances through every step that completes (its sends go to `out`).
+    pub(crate) fn on_chunk(
+        &mut self,
+        chunk: InChunk,
+        out: &mut Vec<OutChunk>,
+    ) -> Result<(), Violation> {
+        let peer = chunk.from;
+        if !self.fp_checked.contains(&peer) {
+            match chunk.fingerprint {
+                Some(fp) if fp == self.fp => {
+                    self.fp_checked.insert(peer);
+                }
+                Some(theirs) => return Err(Violation::Mismatch { peer, theirs }),
+                None => return Err(protocol(peer, "first chunk carries no fingerprint")),
+            }
+        }
+        let step = chunk.step as usize;
+        let Some(plan_step) = self.plan.steps.get(step) else {
+            return Err(protocol(
+                peer,
+                format!("step {step} beyond the plan's {}", self.plan.steps.len()),
+            ));
+        };
+        if !plan_step.recvs.iter().any(|r| r.peer == peer) {
+            return Err(protocol(peer, format!("no receive from it in step {step}")));
+        }
+        if step < self.step {
+            return Err(protocol(peer, format!("chunk for finished step {step}")));
+        }
+        self.held
+            .entry((chunk.step, peer))
+            .or_default()
+            .push_back(chunk);
+        self.drain(out)
+    }
+
+    /// Apply every held chunk of the current step that may go now; advance steps.
+    fn drain(&mut self, out: &mut Vec<OutChunk>) -> Result<(), Violation> {
+        loop {
+            let mut progressed = false;
+            let step = self.step;
+            let Some(plan_step) = self.plan.steps.get(step) else {
+                return Ok(());
+            };
+            let recvs = plan_step.recvs.clone();
+            for (i, recv) in recvs.iter().enumerate() {
+                if !self.may_apply(i, &recvs) {
+                    continue;
+                }
+                let key = (step as u32, recv.peer);
+                while self.got[i] < chunks_for(recv.range.len(), self.seg) {
+                    let Some(chunk) = self.held.get_mut(&key).and_then(VecDeque::pop_front) else {
+                        break;
+                    };
+                    self.apply(i, &recv.range, recv.reduce, chunk)?;
+                    progressed = true;
+                }
+                if self.held.get(&key).is_some_and(VecDeque::is_empty) {
+                    self.held.remove(&key);
+                }
+            }
+            if self.step_complete() {
+                if let Some((_, q)) = self
+                    .held
+                    .range((step as u32, 0)..=(step as u32, u32::MAX))
+                    .next()
+                {
+                    let peer = q.front().map_or(0, |c| c.from);
+                    return Err(protocol(
+                        peer,
+                        format!("more chunks than planned in step {step}"),
+                    ));
+                }
+                self.run_locals();
+                self.step += 1;
+                self.enter_step(out);
+                continue;
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A recv may take chunks once every earlier, overlapping recv of the step is done.
+    fn may_apply(&self, i: usize, recvs: &[super::plan::Recv]) -> bool {
+        recvs[..i].iter().enumerate().all(|(j, r)| {
+            let overlaps = r.range.start < recvs[i].range.end && recvs[i].range.start < r.range.end;
+            !overlaps || self.got[j] >= chunks_for(r.range.len(), self.seg)
+        })
+    }
+
+    fn apply(
+        &mut self,
+        i: usize,
+        range: &Range<usize>,
+        reduce: bool,
+        chunk: InChunk,
+    ) -> Result<(), Violation> {
+        let done = self.got[i] * self.seg;
+        let expect_len = range.len().saturating_sub(done).min(self.seg);
+        let elem = self.spec.dtype.size();
+        if chunk.offset != done as u64 {
+            return Err(protocol(
+                chunk.from,
+                format!("offset {} where {done} was next", chunk.offset),
+            ));
+        }
+        if chunk.payload.len() != expect_len * elem {
+            return Err(protocol(
+                chunk.from,
+                format!(
+                    "{} bytes where {} were planned",
+                    chunk.payload.len(),
+                    expect_len * elem
+                ),
+            ));
+        }
+        let op = match self.spec.op {
+            ReduceOp::Avg => ReduceOp::Sum,
+            op => op,
+        };
+        self.buf
+            .apply_le(range.start + done, &chunk.payload, reduce.then_some(op));
+        self.got[i] += 1;
+        Ok(())
+    }
+
+    fn step_complete(&self) -> bool {
+        let Some(step) = self.plan.steps.get(self.step) else {
+            return false;
+        };
+        step.recvs
+            .iter()
+            .enumerate()
+            .all(|(i, r)| self.got[i] >= chunks_for(r.range.len(), self.seg))
+    }
+
+    fn run_locals(&mut self) {
+        let op = match self.spec.op {
+            ReduceOp::Avg => ReduceOp::Sum,
+            op => op,
+        };
+        for local in self.plan.steps[self.step].locals.clone() {
+            self.buf
+                .local(local.src, local.dst, local.reduce.then_some(op));
+        }
+    }
+
+    /// Start the current step: reset recv progress and send its transfers, segmented.
+    fn enter_step(&mut self, out: &mut Vec<OutChunk>) {
+        let Some(step) = self.plan.steps.get(self.step) else {
+            return;
+        };
+        self.got = vec![0; step.recvs.len()];
+        for t in step.sends.clone() {
+            let n = chunks_for(t.range.len(), self.seg);
+            for c in 0..n {
+                let start = t.range.start + c * self.seg;
+                let end = (start + self.seg).min(t.range.end);
+                let first = self.fp_sent.insert(t.peer);
+                out.push(OutChunk {
+                    to: t.peer,
+                    header: ChunkHeader {
+                        epoch: self.epoch,
+                        comm: self.comm,
+                        seq: self.seq,
+                        algorithm: self.plan.algorithm,
+                        step: self.step as u32,
+                        offset: (c * self.seg) as u64,
+                    },
+                    fingerprint: first.then_some(self.fp),
+                    payload: self.buf.encode_range(start..end.max(start)),
+                });
+            }
+        }
+        // A step with no receives completes at once; drain() advances past it.
+    }
+
+    /// Advance through steps that need no receives (called after begin()).
+    pub(crate) fn settle(&mut self, out: &mut Vec<OutChunk>) -> Result<(), Violation> {
+        self.drain(out)
+    }
+}
+
+fn protocol(peer: u32, detail: impl Into<String>) -> Violation {
+    Violation::Protocol {
+        peer,
+        detail: detail.into(),
+    }
+}
