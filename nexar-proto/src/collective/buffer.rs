@@ -32,6 +32,12 @@ pub trait Element: Copy + PartialOrd + Send + Sync + 'static + sealed::Sealed {
     fn identity(op: ReduceOp) -> Self;
     /// `self / n` for `Avg` (floating types only; integers are refused before this).
     fn div_count(self, n: u32) -> Self;
+    /// `dst[i] = op(dst[i], src[i])` over slices; types whose scalar arithmetic is slow
+    /// (f16, bf16) override it with a block-wise path.
+    #[inline]
+    fn reduce_into(dst: &mut [Self], src: &[Self], op: ReduceOp) {
+        reduce_generic(dst, src, op);
+    }
     /// Wrap a vector as a [`Buffer`].
     fn into_buffer(v: Vec<Self>) -> Buffer;
     /// Take the vector back out of a buffer of this type.
@@ -43,10 +49,14 @@ pub trait Element: Copy + PartialOrd + Send + Sync + 'static + sealed::Sealed {
 }
 
 macro_rules! element {
-    ($t:ty, $variant:ident, $size:expr, float, $from:expr, $to:expr) => {
+    ($t:ty, $variant:ident, $size:expr, float, $from:expr, $to:expr, $reduce:path) => {
         element!(@common $t, $variant, $size, $from, $to);
         impl Element for $t {
             element!(@methods $t, $variant, $size, $from, $to);
+            #[inline]
+            fn reduce_into(dst: &mut [Self], src: &[Self], op: ReduceOp) {
+                $reduce(dst, src, op);
+            }
             #[inline]
             fn combine(op: ReduceOp, a: Self, b: Self) -> Self {
                 match op {
@@ -176,10 +186,42 @@ impl FloatConst for bf16 {
     }
 }
 
-element!(f32, F32, 4, float, f32::from_le_bytes, f32::to_le_bytes);
-element!(f64, F64, 8, float, f64::from_le_bytes, f64::to_le_bytes);
-element!(f16, F16, 2, float, f16::from_le_bytes, f16::to_le_bytes);
-element!(bf16, BF16, 2, float, bf16::from_le_bytes, bf16::to_le_bytes);
+element!(
+    f32,
+    F32,
+    4,
+    float,
+    f32::from_le_bytes,
+    f32::to_le_bytes,
+    reduce_generic
+);
+element!(
+    f64,
+    F64,
+    8,
+    float,
+    f64::from_le_bytes,
+    f64::to_le_bytes,
+    reduce_generic
+);
+element!(
+    f16,
+    F16,
+    2,
+    float,
+    f16::from_le_bytes,
+    f16::to_le_bytes,
+    reduce_half
+);
+element!(
+    bf16,
+    BF16,
+    2,
+    float,
+    bf16::from_le_bytes,
+    bf16::to_le_bytes,
+    reduce_half
+);
 element!(i8, I8, 1, int);
 element!(u8, U8, 1, int);
 element!(i32, I32, 4, int);
@@ -397,9 +439,15 @@ impl Buffer {
     }
 }
 
-/// `dst[i] = op(dst[i], src[i])`, written as one tight loop per op so it vectorises.
+/// `dst[i] = op(dst[i], src[i])`: the kernel every reduction runs through.
 #[inline]
 pub fn reduce_slice<T: Element>(dst: &mut [T], src: &[T], op: ReduceOp) {
+    T::reduce_into(dst, src, op);
+}
+
+/// One tight loop per op, so it vectorises.
+#[inline]
+fn reduce_generic<T: Element>(dst: &mut [T], src: &[T], op: ReduceOp) {
     match op {
         ReduceOp::Sum | ReduceOp::Avg => {
             for (d, s) in dst.iter_mut().zip(src) {
@@ -422,6 +470,27 @@ pub fn reduce_slice<T: Element>(dst: &mut [T], src: &[T], op: ReduceOp) {
             }
         }
         _ => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
+    }
+}
+
+/// Half-precision types through f32 blocks: convert (vectorised by `half`), reduce in f32,
+/// round back. Bit-identical to the scalar path, which also computes in f32 and rounds
+/// once, but an order of magnitude faster.
+fn reduce_half<H>(dst: &mut [H], src: &[H], op: ReduceOp)
+where
+    H: Element,
+    [H]: half::slice::HalfFloatSliceExt,
+{
+    use half::slice::HalfFloatSliceExt;
+    const BLOCK: usize = 1024;
+    let mut a = [0f32; BLOCK];
+    let mut b = [0f32; BLOCK];
+    for (d, s) in dst.chunks_mut(BLOCK).zip(src.chunks(BLOCK)) {
+        let n = d.len().min(s.len());
+        d[..n].convert_to_f32_slice(&mut a[..n]);
+        s[..n].convert_to_f32_slice(&mut b[..n]);
+        reduce_generic(&mut a[..n], &b[..n], op);
+        d[..n].convert_from_f32_slice(&a[..n]);
     }
 }
 
@@ -476,6 +545,37 @@ mod tests {
         let mut i = vec![i32::MAX, 5];
         reduce_slice(&mut i, &[1, -7], ReduceOp::Sum);
         assert_eq!(i, vec![i32::MIN, -2]);
+    }
+
+    #[test]
+    fn half_block_path_matches_scalar_arithmetic() {
+        let a: Vec<f16> = (0..3000)
+            .map(|i| f16::from_f32(i as f32 * 0.37 - 400.0))
+            .collect();
+        let b: Vec<f16> = (0..3000)
+            .map(|i| f16::from_f32((i % 13) as f32 * 1.7 - 9.0))
+            .collect();
+        for op in [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Min, ReduceOp::Max] {
+            let mut d = a.clone();
+            reduce_slice(&mut d, &b, op);
+            for i in 0..a.len() {
+                assert_eq!(
+                    d[i].to_bits(),
+                    f16::combine(op, a[i], b[i]).to_bits(),
+                    "{op:?} {i}"
+                );
+            }
+            let a16: Vec<bf16> = a.iter().map(|x| bf16::from_f32(x.to_f32())).collect();
+            let b16: Vec<bf16> = b.iter().map(|x| bf16::from_f32(x.to_f32())).collect();
+            let mut d16 = a16.clone();
+            reduce_slice(&mut d16, &b16, op);
+            for i in 0..a.len() {
+                assert_eq!(
+                    d16[i].to_bits(),
+                    bf16::combine(op, a16[i], b16[i]).to_bits()
+                );
+            }
+        }
     }
 
     #[test]
