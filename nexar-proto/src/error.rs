@@ -47,6 +47,14 @@ pub enum CommandError {
         /// Elements given.
         got: usize,
     },
+    /// The message is larger than a frame may be; split it.
+    #[error("message of {len} bytes exceeds the limit of {limit}")]
+    MessageTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest accepted (`Node::max_message`).
+        limit: usize,
+    },
     /// The connection to the rank is gone.
     #[error("no connection to rank {rank}")]
     PeerUnavailable {

@@ -326,3 +326,63 @@ fn flooding_a_rank_is_bounded_and_recovers() {
     }));
     assert!(c.node(sender).unwrap().is_ready() && c.node(receiver).unwrap().is_ready());
 }
+
+/// A message larger than a frame may carry is refused up front with a typed error (it
+/// would otherwise be refused by the receiver's decoder and cut the link); the largest
+/// allowed message still arrives intact.
+#[test]
+fn oversized_messages_are_refused_typed_and_the_largest_allowed_arrives() {
+    let limit_frame = 64 * 1024;
+    let small = |mut config: nexar_proto::NodeConfig| {
+        config.limits.max_frame_len = limit_frame;
+        config
+    };
+    let mut c = ClusterSim::new_with(5, 2, lan(), small);
+    c.add_worker(small);
+    c.add_worker(small);
+    let ranks = form(&mut c).expect("formation");
+    let (a, b) = (ranks[0], ranks[1]);
+    let to = c.node(b).and_then(|n| n.rank()).unwrap();
+    let from = c.node(a).and_then(|n| n.rank()).unwrap();
+    let max = c.node(a).unwrap().max_message();
+    assert!(max < limit_frame as usize && max > limit_frame as usize - 64);
+    let too_big = Bytes::from(vec![7u8; max + 1]);
+    match c.command(
+        a,
+        Command::Send {
+            to,
+            tag: 1,
+            data: too_big,
+        },
+    ) {
+        Err(CommandError::MessageTooLarge { len, limit }) => {
+            assert_eq!((len, limit), (max + 1, max));
+        }
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    let exact = Bytes::from(vec![9u8; max]);
+    c.command(
+        a,
+        Command::Send {
+            to,
+            tag: 1,
+            data: exact.clone(),
+        },
+    )
+    .expect("the largest message is accepted");
+    let recv = c.command(b, Command::Recv { from, tag: 1 }).unwrap();
+    let got = c.run_until(Duration::from_secs(10), |c| {
+        c.events(b)
+            .iter()
+            .any(|e| matches!(e, Event::Completed { op, .. } if *op == recv))
+    });
+    assert!(got, "the largest allowed message did not arrive");
+    let data = c.events(b).iter().find_map(|e| match e {
+        Event::Completed {
+            op,
+            outcome: Ok(Outcome::Received { data, .. }),
+        } if *op == recv => Some(data.clone()),
+        _ => None,
+    });
+    assert_eq!(data, Some(exact));
+}

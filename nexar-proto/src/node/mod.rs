@@ -116,6 +116,8 @@ pub struct Node {
     role: Role,
     tls: tls::Tls,
     max_unmatched: usize,
+    /// Largest frame payload peers accept (our decoder's limit; all nodes share it).
+    max_frame_len: u32,
     p2p: P2p,
     /// Runs collectives; exists once the worker is ready.
     exec: Option<Executor>,
@@ -221,6 +223,7 @@ impl Node {
             role,
             tls,
             max_unmatched: config.max_unmatched_bytes,
+            max_frame_len: config.limits.max_frame_len,
             p2p: P2p::default(),
             exec: None,
             exec_config: ExecConfig {
@@ -273,6 +276,11 @@ impl Node {
     /// Size of a communicator and our rank in it, once ready.
     pub fn comm_info(&self, comm: CommId) -> Option<(u32, u32)> {
         self.exec.as_ref()?.comm_info(comm)
+    }
+
+    /// The largest payload a tagged `Send` accepts (the frame limit less the headers).
+    pub fn max_message(&self) -> usize {
+        (self.max_frame_len as usize).saturating_sub(TAGGED_OVERHEAD)
     }
 
     /// True once a worker has emitted `Ready`.
@@ -354,6 +362,15 @@ impl Node {
         let result = match command {
             Command::Send { to, tag, data } => {
                 check_rank(to, world)?;
+                // A frame over the decoder's limit would be refused by the receiver and
+                // cut the connection: refuse it here, typed, before anything is queued.
+                let limit = self.max_message();
+                if data.len() > limit {
+                    return Err(CommandError::MessageTooLarge {
+                        len: data.len(),
+                        limit,
+                    });
+                }
                 let op = self.op();
                 if to == me {
                     let seq = self.p2p.next_seq(to, tag);
@@ -488,6 +505,9 @@ fn transport_limits(config: &NodeConfig) -> TransportLimits {
         max_incoming: config.max_joiners,
     }
 }
+
+/// Bytes of a `Tagged` message before its payload: epoch, tag, seq, payload length.
+const TAGGED_OVERHEAD: usize = 8 + 8 + 8 + 4;
 
 fn check_rank(rank: u32, world_size: u32) -> Result<(), CommandError> {
     if rank < world_size {

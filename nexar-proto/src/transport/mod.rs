@@ -297,7 +297,12 @@ impl Transport {
         if let Some(peer) = self.peers.get_mut(&conn) {
             #[cfg(feature = "sim")]
             let logged = reason.clone();
-            peer.close(now, code, reason);
+            if peer.close(now, code, reason) {
+                self.events.push_back(TransportEvent::Lost {
+                    conn,
+                    reason: LostReason::ClosedLocally,
+                });
+            }
             #[cfg(feature = "sim")]
             if !logged.is_empty() {
                 self.log_control(logged);

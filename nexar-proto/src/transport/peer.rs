@@ -137,11 +137,15 @@ impl Peer {
         }
     }
 
-    pub(super) fn close(&mut self, now: Instant, code: u64, reason: Bytes) {
+    /// Close the connection. Returns true the first time the connection ends, so the
+    /// transport reports the loss: quinn emits no `ConnectionLost` for a local close, and
+    /// without it operations waiting on this peer would wait forever.
+    pub(super) fn close(&mut self, now: Instant, code: u64, reason: Bytes) -> bool {
         if !self.closed {
             self.closed = true;
             self.conn.close(now, varint(code), reason);
         }
+        !std::mem::replace(&mut self.lost_reported, true)
     }
 
     /// Drain quinn's events for this connection, read streams, flush queues.

@@ -1,0 +1,307 @@
+//! `nexar`: run a seed, one worker, or a whole cluster in one process, and benchmark
+//! collectives.
+//!
+//! ```text
+//! nexar seed --listen 10.0.0.1:4000 --world-size 4 --ticket-file /shared/ticket
+//! nexar worker --join nexar1-...@10.0.0.1:4000 bench allreduce --max-bytes 16M
+//! nexar local --ranks 4 bench allreduce --min-bytes 8 --max-bytes 64M --json
+//! ```
+//! Logging: `NEXAR_LOG=debug` (or info, trace, ...) writes tracing output to stderr.
+
+mod bench;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nexar_tokio::{bootstrap_local, Client, Config, EnvError, JoinTicket, LaunchEnv, Seed};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nexar",
+    version,
+    about = "nexar: a seed, a worker, or a local cluster, and an nccl-tests-style bench"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the seed: print the join ticket, serve until the cluster forms, then until
+    /// interrupted or until every worker has left.
+    Seed(SeedArgs),
+    /// Join a cluster as one rank and run a job.
+    Worker(WorkerArgs),
+    /// Run a seed and N ranks in this process, on loopback, and run a job on every rank.
+    Local(LocalArgs),
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    /// Address to listen on [default: MASTER_ADDR:MASTER_PORT from the environment].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Number of ranks [default: NEXAR_WORLD_SIZE, WORLD_SIZE or SLURM_NTASKS].
+    #[arg(long)]
+    world_size: Option<u32>,
+    /// Also write the ticket to this file (mode 0600; removed when the seed exits), for
+    /// workers started with NEXAR_JOIN_FILE.
+    #[arg(long)]
+    ticket_file: Option<PathBuf>,
+    /// The address workers should dial, if not the listen address (NAT, 0.0.0.0).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// The seed's join ticket [default: NEXAR_JOIN, or the file NEXAR_JOIN_FILE].
+    #[arg(long)]
+    join: Option<String>,
+    /// Ask for this rank [default: NEXAR_RANK, RANK or SLURM_PROCID].
+    #[arg(long)]
+    rank: Option<u32>,
+    /// Local address to bind [default: port 0 on loopback or the unspecified address].
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    #[command(subcommand)]
+    job: Job,
+}
+
+#[derive(Debug, Args)]
+struct LocalArgs {
+    /// Number of ranks.
+    #[arg(long, default_value_t = 4)]
+    ranks: u32,
+    /// Which driver runs the nodes.
+    #[arg(long, value_enum, default_value_t = Driver::Tokio)]
+    driver: Driver,
+    #[command(subcommand)]
+    job: Job,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Driver {
+    Tokio,
+    Smol,
+}
+
+#[derive(Debug, Subcommand)]
+enum Job {
+    /// Sweep one collective over sizes and print an nccl-tests-style table (rank 0).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nexar: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Seed(args) => seed(args).await,
+            Cmd::Worker(args) => worker(args).await,
+            Cmd::Local(args) => local(args).await,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("nexar: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let Ok(level) = std::env::var("NEXAR_LOG") else {
+        return;
+    };
+    match level.parse::<tracing::Level>() {
+        Ok(level) => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(level)
+            .init(),
+        Err(_) => {
+            eprintln!("nexar: ignoring NEXAR_LOG={level:?} (use error, warn, info, debug or trace)")
+        }
+    }
+}
+
+async fn seed(args: SeedArgs) -> Result<bool, Error> {
+    let env = LaunchEnv::from_env()?;
+    let listen = args
+        .listen
+        .or(env.master_addr)
+        .ok_or("give --listen ADDR (or set MASTER_ADDR and MASTER_PORT)")?;
+    let world_size = args
+        .world_size
+        .or(env.world_size.map(|(n, _)| n))
+        .ok_or("give --world-size N (or set NEXAR_WORLD_SIZE, WORLD_SIZE or SLURM_NTASKS)")?;
+    let config = Config {
+        advertise: args.advertise,
+        ..Config::default()
+    };
+    let seed = Seed::bind(listen, world_size, config).await?;
+    let ticket = seed.ticket().to_string();
+    // The file first: whoever reads the ticket on stdout may count on the file too.
+    if let Some(path) = &args.ticket_file {
+        write_ticket(path, &ticket)?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ticket}")?;
+        out.flush()?;
+    }
+    if seed.ticket().addr.ip().is_unspecified() {
+        eprintln!("nexar seed: the ticket names {}: only local workers can dial it; pass --advertise HOST:PORT", seed.ticket().addr);
+    }
+    eprintln!(
+        "nexar seed: listening on {}, waiting for {world_size} ranks",
+        seed.local_addr()
+    );
+    let served = serve(&seed).await;
+    if let Some(path) = &args.ticket_file {
+        let _ = std::fs::remove_file(path);
+    }
+    seed.shutdown().await;
+    served.map(|()| true)
+}
+
+/// Until formed, then until interrupted or until every worker's connection is gone.
+async fn serve(seed: &Seed) -> Result<(), Error> {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    tokio::select! {
+        formed = seed.formed() => eprintln!("nexar seed: cluster of {} formed", formed?),
+        _ = &mut interrupted => {
+            eprintln!("nexar seed: interrupted before the cluster formed");
+            return Ok(());
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if seed.stats().await?.connections == 0 {
+                    eprintln!("nexar seed: every worker has left");
+                    return Ok(());
+                }
+            }
+            _ = &mut interrupted => {
+                eprintln!("nexar seed: interrupted");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Write the ticket where only this user can read it: it is the cluster's password.
+fn write_ticket(path: &Path, ticket: &str) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    writeln!(file, "{ticket}")?;
+    file.sync_all()?;
+    // Rename so that a worker polling for the file never reads half a ticket.
+    std::fs::rename(&tmp, path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+async fn worker(args: WorkerArgs) -> Result<bool, Error> {
+    let env = LaunchEnv::from_env()?;
+    let ticket: JoinTicket = match &args.join {
+        Some(text) => text.parse()?,
+        None => env.ticket.clone().ok_or(EnvError::MissingTicket)?,
+    };
+    let mut config = Config::default().with_requested_rank(args.rank);
+    config.bind = args.bind;
+    let client = Client::join(&ticket, env.apply(config)).await?;
+    if let Some((expected, var)) = env.world_size {
+        if expected != client.world_size() {
+            return Err(EnvError::WorldSizeMismatch {
+                expected,
+                var,
+                actual: client.world_size(),
+            }
+            .into());
+        }
+    }
+    eprintln!(
+        "nexar worker: rank {} of {} ready",
+        client.rank(),
+        client.world_size()
+    );
+    let ok = run_job(&client, &args.job, "tokio").await?;
+    client.shutdown().await;
+    Ok(ok)
+}
+
+async fn local(args: LocalArgs) -> Result<bool, Error> {
+    if args.driver == Driver::Smol {
+        return Err("smol driver not built into this binary".into());
+    }
+    let (seed, clients) = bootstrap_local(args.ranks).await?;
+    let job = std::sync::Arc::new(args.job);
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let job = job.clone();
+            tokio::spawn(async move {
+                let result = run_job(&client, &job, "tokio").await;
+                client.shutdown().await;
+                result
+            })
+        })
+        .collect();
+    let mut ok = true;
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(passed)) => ok &= passed,
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e.to_string().into());
+            }
+        }
+    }
+    seed.shutdown().await;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ok),
+    }
+}
+
+/// Run the job on this rank; `Ok(false)` if a check failed.
+async fn run_job(client: &Client, job: &Job, driver: &str) -> Result<bool, Error> {
+    match job {
+        Job::Bench(args) => {
+            let ok = bench::run(client, args, driver).await?;
+            // Leave together, so no rank stops while another still needs its data.
+            client.barrier().await?;
+            Ok(ok)
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The tokio driver: one UDP socket, one timer and the request channel around one
+//! [`NodeHost`], in one task.
+//!
+//! It moves bytes and time and nothing else: datagrams from the socket go to the node,
+//! the node's datagrams go to the socket, the clock reading goes in when the node's
+//! deadline passes, and requests from the handles go in as they arrive. Which request
+//! waits for which event, and when to stop, is decided in `api.rs`; protocol decisions
+//! are the core's. The loop works on a current-thread runtime as well as a multi-thread
+//! one (the task never blocks and shares nothing).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::net::UdpSocket;
+use tracing::Instrument;
+
+use crate::api::{segments, Inbox, NexarError, NodeHost};
+
+/// Socket buffer size we ask for: a collective bursts a whole congestion window at a peer,
+/// and the kernel's default (about 200 KiB) drops most of it on loopback. The kernel caps
+/// the request at `net.core.{r,w}mem_max`, which is fine: it is only a hint.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Largest UDP payload we accept; QUIC never sends more than its path MTU.
+const MAX_DATAGRAM: usize = 64 * 1024;
+
+/// Datagrams read back-to-back without a fresh `select` (bounded, so that requests and the
+/// timer are never starved by a flood).
+const RECV_BURST: usize = 32;
+
+/// 32 bytes from the OS CSPRNG: node RNG seeds and the seed's join secret.
+pub(crate) fn os_random() -> Result<[u8; 32], NexarError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        NexarError::io(
+            "reading the OS random source",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    Ok(bytes)
+}
+
+/// Run `host` on `socket` in a new task of the current tokio runtime.
+pub(crate) fn spawn(
+    socket: std::net::UdpSocket,
+    host: NodeHost,
+    inbox: Inbox,
+) -> Result<(), NexarError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+        NexarError::io(
+            "starting the driver (call nexar from within a tokio runtime)",
+            std::io::Error::other(e),
+        )
+    })?;
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer only costs retransmissions.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| NexarError::io("making the socket non-blocking", e))?;
+    let socket = {
+        let _guard = runtime.enter();
+        UdpSocket::from_std(socket).map_err(|e| NexarError::io("registering the socket", e))?
+    };
+    let span = host.span().clone();
+    runtime.spawn(run(socket, host, inbox).instrument(span));
+    Ok(())
+}
+
+/// The loop of [`NodeHost`]'s docs: drain outputs, then wait for exactly one input.
+async fn run(socket: UdpSocket, mut host: NodeHost, mut inbox: Inbox) {
+    let mut rx = vec![0u8; MAX_DATAGRAM];
+    let mut inbox_open = true;
+    // One timer for the life of the task, re-armed only when the deadline moves.
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    let timer = tokio::time::sleep_until(far());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    loop {
+        let mut now = Instant::now();
+        loop {
+            while let Some((to, segment, bytes)) = host.poll_transmit(now) {
+                for datagram in segments(bytes, segment) {
+                    send(&socket, datagram, to).await;
+                }
+            }
+            if !host.drain_events(now) {
+                break;
+            }
+            now = Instant::now();
+        }
+        if host.should_exit(now) {
+            tracing::debug!("driver stopping");
+            return;
+        }
+        let deadline = host.poll_timeout();
+        if deadline.is_some_and(|d| d <= now) {
+            // Due already: a steady stream of datagrams must not keep the node's timers
+            // (loss detection, the linger) from firing.
+            host.handle_timeout(now);
+            continue;
+        }
+        if deadline != armed {
+            armed = deadline;
+            timer
+                .as_mut()
+                .reset(deadline.map_or_else(far, tokio::time::Instant::from_std));
+        }
+        // Unbiased (tokio polls the branches in random order), so that a flood of
+        // datagrams cannot starve the handles' requests.
+        tokio::select! {
+            received = socket.recv_from(&mut rx) => {
+                match received {
+                    Ok((n, from)) => {
+                        host.handle_datagram(Instant::now(), from, BytesMut::from(&rx[..n]));
+                        read_burst(&socket, &mut rx, &mut host);
+                    }
+                    // An ICMP error reported on an unconnected socket (some platforms do):
+                    // the datagram is simply lost; QUIC copes.
+                    Err(e) => tracing::debug!(error = %e, "recv_from"),
+                }
+            }
+            request = inbox.recv(), if inbox_open => match request {
+                Ok(request) => host.handle_request(Instant::now(), request),
+                Err(_) => {
+                    inbox_open = false;
+                    host.close_inbox(Instant::now());
+                }
+            },
+            () = &mut timer => {
+                armed = None;
+                host.handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+/// Read what else is already queued on the socket without going back to `select`.
+///
+/// Feeding several datagrams before draining outputs is how quinn itself handles a GRO
+/// batch: inputs only change state, and the drain right after sees all of it (one ACK for
+/// many packets instead of one each). Bounded by [`RECV_BURST`].
+fn read_burst(socket: &UdpSocket, rx: &mut [u8], host: &mut NodeHost) {
+    for _ in 0..RECV_BURST {
+        match socket.try_recv_from(rx) {
+            Ok((n, from)) => host.handle_datagram(Instant::now(), from, BytesMut::from(&rx[..n])),
+            Err(_) => return,
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) {
+    // Waits while the socket buffer is full. Any error is a lost datagram, which QUIC
+    // recovers from; the node itself notices an unreachable peer by its idle timeout.
+    if let Err(e) = socket.send_to(datagram, to).await {
+        tracing::debug!(error = %e, %to, "send_to");
+    }
+}

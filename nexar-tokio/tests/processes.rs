@@ -1,0 +1,292 @@
+//! Separate processes on loopback: the `nexar` CLI (a seed and 4 workers running the
+//! bench, `nexar local` for every collective) and the `seed_and_workers` example.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const NEXAR: &str = env!("CARGO_BIN_EXE_nexar");
+
+/// Wait for `child` for at most `limit`; kill it (and fail) past that.
+fn wait(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "process still running after {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Start a seed process and read its ticket (the first line of its stdout).
+fn start_seed(program: &str, args: &[&str]) -> (Child, String) {
+    let mut seed = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the seed");
+    let mut line = String::new();
+    BufReader::new(seed.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the ticket");
+    (seed, line.trim().to_string())
+}
+
+fn stop(mut child: Child) -> String {
+    let _ = child.kill();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = child.wait();
+    err
+}
+
+/// (bytes, check) of every JSON row in `stdout`.
+fn rows(stdout: &str) -> Vec<(u64, String)> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let field = |key: &str| {
+                let start = l.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
+                let rest = &l[start..];
+                let end = rest.find([',', '}']).expect("field end");
+                rest[..end].trim_matches('"').to_string()
+            };
+            for key in [
+                "op",
+                "ranks",
+                "count",
+                "dtype",
+                "time_us",
+                "algbw_gbps",
+                "busbw_gbps",
+            ] {
+                assert!(l.contains(&format!("\"{key}\":")), "{key} missing in {l}");
+            }
+            (field("bytes").parse().expect("bytes"), field("check"))
+        })
+        .collect()
+}
+
+#[test]
+fn seed_and_four_worker_processes_run_the_bench() {
+    let dir = std::env::temp_dir().join(format!("nexar-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ticket_file = dir.join("ticket");
+    let ticket_arg = ticket_file.to_str().unwrap();
+    let (seed, ticket) = start_seed(
+        NEXAR,
+        &[
+            "seed",
+            "--listen",
+            "127.0.0.1:0",
+            "--world-size",
+            "4",
+            "--ticket-file",
+            ticket_arg,
+        ],
+    );
+    assert!(ticket.starts_with("nexar1-"), "{ticket}");
+    assert_eq!(
+        std::fs::read_to_string(&ticket_file).unwrap().trim(),
+        ticket
+    );
+    let bench = [
+        "bench",
+        "allreduce",
+        "--max-bytes",
+        "64K",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+    ];
+    let workers: Vec<Child> = (0..4)
+        .map(|_| {
+            Command::new(NEXAR)
+                .args(["worker", "--join", &ticket])
+                .args(bench)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect();
+    let outputs: Vec<Output> = workers
+        .into_iter()
+        .map(|w| wait(w, Duration::from_secs(40)))
+        .collect();
+    let seed_log = stop(seed);
+    let mut printed = 0;
+    for out in &outputs {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "worker failed: {stderr}\nseed: {seed_log}"
+        );
+        let rows = rows(&stdout);
+        if !rows.is_empty() {
+            printed += 1;
+            let sizes: Vec<u64> = rows.iter().map(|r| r.0).collect();
+            assert_eq!(sizes, (3..=16).map(|k| 1u64 << k).collect::<Vec<_>>());
+            assert!(rows.iter().all(|r| r.1 == "ok"), "{stdout}");
+            assert!(stdout.contains("\"ranks\":4"), "{stdout}");
+        }
+    }
+    assert_eq!(printed, 1, "exactly rank 0 prints the rows");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn local_bench_checks_every_collective() {
+    for op in [
+        "allreduce",
+        "broadcast",
+        "reduce",
+        "allgather",
+        "reducescatter",
+        "gather",
+        "scatter",
+        "alltoall",
+        "scan",
+        "barrier",
+        "sendrecv",
+    ] {
+        let out = Command::new(NEXAR)
+            .args([
+                "local",
+                "--ranks",
+                "3",
+                "bench",
+                op,
+                "--max-bytes",
+                "4K",
+                "--iters",
+                "2",
+            ])
+            .args(["--warmup", "1", "--root", "1", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nexar local");
+        let out = wait(out, Duration::from_secs(30));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = rows(&stdout);
+        assert!(!rows.is_empty(), "{op}: no rows");
+        assert!(rows.iter().all(|r| r.1 == "ok"), "{op}: {stdout}");
+    }
+    // Other element types and reductions, and the table form.
+    let out = Command::new(NEXAR)
+        .args([
+            "local",
+            "--ranks",
+            "4",
+            "bench",
+            "allreduce",
+            "--dtype",
+            "bf16",
+            "--redop",
+            "max",
+        ])
+        .args(["--max-bytes", "1K", "--iters", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("busbw") && stdout.contains(" ok"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn smol_driver_is_refused_with_a_clear_error() {
+    let out = Command::new(NEXAR)
+        .args([
+            "local",
+            "--ranks",
+            "2",
+            "--driver",
+            "smol",
+            "bench",
+            "allreduce",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("smol driver not built into this binary"),
+        "{stderr}"
+    );
+}
+
+/// The example binary next to this test's (cargo builds examples with the tests), built
+/// on demand when only this test target was built.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "nexar-tokio", "--example", name]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success(), "building example {name}");
+    }
+    path
+}
+
+#[test]
+fn seed_and_workers_example_as_processes() {
+    let program = example("seed_and_workers");
+    let program = program.to_str().unwrap();
+    let (seed, ticket) = start_seed(program, &["seed", "127.0.0.1:0", "3"]);
+    let workers: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new(program)
+                .args(["worker", &ticket])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for w in workers {
+        let out = wait(w, Duration::from_secs(30));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("sum of ranks = 3"), "{stdout}");
+    }
+    // The seed ends by itself once the workers' connections time out (2 s idle).
+    let out = wait(seed, Duration::from_secs(15));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
