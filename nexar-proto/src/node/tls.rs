@@ -50,6 +50,7 @@ impl Tls {
         let params = TransportParams {
             idle_timeout: config.idle_timeout,
             keep_alive_interval: Some(config.keep_alive),
+            max_udp_payload: config.max_udp_payload,
             ..TransportParams::default()
         };
         Ok(Self {
