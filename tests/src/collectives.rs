@@ -215,27 +215,32 @@ pub fn run_case(
             .map_err(|e| format!("rank {rank}: command refused: {e}"))?;
         ops.push((*host, op));
     }
-    let done = |c: &ClusterSim| {
-        ops.iter().all(|(h, op)| {
-            c.events(*h)
-                .iter()
-                .any(|e| matches!(e, Event::Completed { op: o, .. } if o == op))
-        })
+    wait_all(c, &ops, limit).map_err(|e| format!("{:?}: {e}", case.kind))
+}
+
+/// Run until every (host, op) has completed, or `limit` of virtual time passes (an error
+/// naming how many are missing). Returns each op's outcome, in the order given, and takes
+/// those events out of the hosts' logs.
+pub fn wait_all(
+    c: &mut ClusterSim,
+    ops: &[(HostId, OpId)],
+    limit: Duration,
+) -> Result<Vec<Result<Outcome, OpError>>, String> {
+    let completed = |c: &ClusterSim, (h, op): &(HostId, OpId)| {
+        c.events(*h)
+            .iter()
+            .any(|e| matches!(e, Event::Completed { op: o, .. } if o == op))
     };
-    if !c.run_until(limit, done) {
-        return Err(format!("{:?} did not complete within {limit:?}", case.kind));
+    if !c.run_until(limit, |c| ops.iter().all(|o| completed(c, o))) {
+        let missing = ops.iter().filter(|o| !completed(c, o)).count();
+        return Err(format!(
+            "{missing} of {} operations did not complete within {limit:?}",
+            ops.len()
+        ));
     }
-    let mut results = Vec::new();
-    for (h, op) in &ops {
-        let events = c.take_events(*h);
-        let outcome = events
-            .into_iter()
-            .find_map(|e| match e {
-                Event::Completed { op: o, outcome } if o == *op => Some(outcome),
-                _ => None,
-            })
-            .ok_or("completion vanished")?;
-        results.push(outcome);
+    let mut results = Vec::with_capacity(ops.len());
+    for (h, op) in ops {
+        results.push(c.take_completion(*h, *op).ok_or("completion vanished")?);
     }
     Ok(results)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use nexar_proto::codec::{CollectiveKind, DType, ReduceOp};
 use nexar_proto::collective::CommId;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId, LinkConfig, LossModel};
-use nexar_tests::collectives::{check_case, run_case, Case};
+use nexar_tests::collectives::{check_case, run_case, wait_all, Case};
 
 /// Workers ordered by their rank.
 fn by_rank(c: &ClusterSim) -> Vec<HostId> {
@@ -177,7 +177,7 @@ fn lan() -> LinkConfig {
 #[test]
 fn four_concurrent_allreduces_on_split_communicators() {
     use nexar_proto::collective::Buffer;
-    use nexar_proto::{Command, Event, Outcome};
+    use nexar_proto::{Command, Outcome};
     run_seeds(20, |seed| {
         let (mut c, ranks) = formed(seed, 8, lan())?;
         // color = rank % 4, key = -rank (reverse order inside each group).
@@ -195,27 +195,14 @@ fn four_concurrent_allreduces_on_split_communicators() {
                 .map_err(|e| e.to_string())?;
             split_ops.push((*h, op));
         }
-        let all_done = |c: &ClusterSim, ops: &[(HostId, nexar_proto::OpId)]| {
-            ops.iter().all(|(h, op)| {
-                c.events(*h)
-                    .iter()
-                    .any(|e| matches!(e, Event::Completed { op: o, .. } if o == op))
-            })
-        };
-        let ops = split_ops.clone();
-        if !c.run_until(Duration::from_secs(30), |c| all_done(c, &ops)) {
-            return Err("split did not complete".into());
-        }
+        let outcomes = wait_all(&mut c, &split_ops, Duration::from_secs(30))
+            .map_err(|e| format!("split: {e}"))?;
         let mut comms = Vec::new();
-        for (r, (h, op)) in split_ops.iter().enumerate() {
-            let got = c.take_events(*h).into_iter().find_map(|e| match e {
-                Event::Completed { op: o, outcome } if o == *op => Some(outcome),
-                _ => None,
-            });
+        for (r, got) in outcomes.into_iter().enumerate() {
             match got {
-                Some(Ok(Outcome::Split {
+                Ok(Outcome::Split {
                     comm: Some((id, sub_rank, size)),
-                })) => {
+                }) => {
                     // Members r, r+4 with keys -r, -(r+4): the higher world rank comes first.
                     let expect_rank = if r < 4 { 1 } else { 0 };
                     if size != 2 || sub_rank != expect_rank {
@@ -240,18 +227,12 @@ fn four_concurrent_allreduces_on_split_communicators() {
             };
             ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
         }
-        let ops2 = ops.clone();
-        if !c.run_until(Duration::from_secs(30), |c| all_done(c, &ops2)) {
-            return Err("allreduces did not complete".into());
-        }
-        for (r, (h, op)) in ops.iter().enumerate() {
-            let got = c.take_events(*h).into_iter().find_map(|e| match e {
-                Event::Completed { op: o, outcome } if o == *op => Some(outcome),
-                _ => None,
-            });
+        let outcomes = wait_all(&mut c, &ops, Duration::from_secs(30))
+            .map_err(|e| format!("allreduces: {e}"))?;
+        for (r, got) in outcomes.into_iter().enumerate() {
             let want = (r % 4 + 1 + r % 4 + 5) as f32;
             match got {
-                Some(Ok(Outcome::Collective { buffer })) => {
+                Ok(Outcome::Collective { buffer }) => {
                     let v = buffer.into_vec::<f32>().map_err(|_| "dtype")?;
                     if v.iter().any(|x| *x != want) {
                         return Err(format!("rank {r}: got {} want {want}", v[0]));
@@ -283,7 +264,7 @@ fn four_concurrent_allreduces_on_split_communicators() {
 #[test]
 fn mismatched_collectives_fail_on_every_rank() {
     use nexar_proto::collective::Buffer;
-    use nexar_proto::{Command, Event, OpError};
+    use nexar_proto::{Command, OpError};
     run_seeds(20, |seed| {
         let (mut c, ranks) = formed(seed, 4, lan())?;
         // Rank 2 asks for 64 elements where everyone else asks for 32.
@@ -300,26 +281,14 @@ fn mismatched_collectives_fail_on_every_rank() {
             };
             ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
         }
-        let ops2 = ops.clone();
-        let done = c.run_until(Duration::from_secs(20), |c| {
-            ops2.iter().all(|(h, op)| {
-                c.events(*h)
-                    .iter()
-                    .any(|e| matches!(e, Event::Completed { op: o, .. } if o == op))
-            })
-        });
-        if !done {
-            return Err("a rank hung on a mismatched collective".into());
-        }
-        for (r, (h, op)) in ops.iter().enumerate() {
-            let got = c.events(*h).iter().find_map(|e| match e {
-                Event::Completed { op: o, outcome } if o == op => Some(outcome.clone()),
-                _ => None,
-            });
+        // Never a hang: every rank completes, and with an error.
+        let outcomes = wait_all(&mut c, &ops, Duration::from_secs(20))
+            .map_err(|e| format!("a rank hung on a mismatched collective: {e}"))?;
+        for (r, got) in outcomes.into_iter().enumerate() {
             match got {
-                Some(Err(OpError::Mismatch {
+                Err(OpError::Mismatch {
                     field, rank, peer, ..
-                })) => {
+                }) => {
                     if field != "count" && field != "algorithm" {
                         return Err(format!("rank {r}: field {field}"));
                     }
@@ -340,7 +309,7 @@ fn mismatched_collectives_fail_on_every_rank() {
 #[test]
 fn missing_rank_times_out_naming_it() {
     use nexar_proto::collective::Buffer;
-    use nexar_proto::{Command, Event, OpError};
+    use nexar_proto::{Command, OpError};
     run_seeds(10, |seed| {
         let mut c = ClusterSim::with_workers(seed, 4, lan());
         let workers = c.workers.clone();
@@ -360,30 +329,17 @@ fn missing_rank_times_out_naming_it() {
             };
             ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
         }
-        let ops2 = ops.clone();
-        let done = c.run_until(Duration::from_secs(120), |c| {
-            ops2.iter().all(|(h, op)| {
-                c.events(*h)
-                    .iter()
-                    .any(|e| matches!(e, Event::Completed { op: o, .. } if o == op))
-            })
-        });
-        if !done {
-            return Err("no timeout".into());
-        }
-        for (r, (h, op)) in ops.iter().enumerate() {
-            let got = c.events(*h).iter().find_map(|e| match e {
-                Event::Completed { op: o, outcome } if o == op => Some(outcome.clone()),
-                _ => None,
-            });
+        let outcomes = wait_all(&mut c, &ops, Duration::from_secs(120))
+            .map_err(|e| format!("no timeout: {e}"))?;
+        for (r, (got, (_, op))) in outcomes.into_iter().zip(&ops).enumerate() {
             match got {
-                Some(Err(OpError::Timeout {
+                Err(OpError::Timeout {
                     op: o,
                     seq,
                     waiting_for,
                     flight,
                     ..
-                })) => {
+                }) => {
                     if o != *op || seq != 0 || flight.0.is_empty() {
                         return Err(format!("rank {r}: timeout names {o:?} seq {seq}"));
                     }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::{doc_addr, HostId, LinkConfig, Sim, SimConfig, SimHost};
 use crate::{
-    Command, CommandError, Event, JoinTicket, Node, NodeConfig, OpId, SeedConfig, Transmit,
+    Command, CommandError, Event, JoinTicket, Node, NodeConfig, OpError, OpId, Outcome, SeedConfig,
+    Transmit,
 };
 
 /// Wall-clock time every simulated node believes it started at (2026-01-01T00:00:00Z);
@@ -187,6 +188,19 @@ impl ClusterSim {
     /// Remove and return `id`'s collected events.
     pub fn take_events(&mut self, id: HostId) -> Vec<Event> {
         self.events.remove(&id).unwrap_or_default()
+    }
+
+    /// Remove and return the completion of `op` on `id`, if it has arrived; other events
+    /// stay in the log.
+    pub fn take_completion(&mut self, id: HostId, op: OpId) -> Option<Result<Outcome, OpError>> {
+        let events = self.events.get_mut(&id)?;
+        let at = events
+            .iter()
+            .position(|e| matches!(e, Event::Completed { op: o, .. } if *o == op))?;
+        match events.remove(at) {
+            Event::Completed { outcome, .. } => Some(outcome),
+            _ => None,
+        }
     }
 
     /// Issue a command on node `id` at the current virtual time.
