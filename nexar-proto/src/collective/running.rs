@@ -175,11 +175,30 @@ impl Running {
                 format!("step {step} beyond the plan's {}", self.plan.steps.len()),
             ));
         };
-        if !plan_step.recvs.iter().any(|r| r.peer == peer) {
+        let Some(i) = plan_step.recvs.iter().position(|r| r.peer == peer) else {
             return Err(protocol(peer, format!("no receive from it in step {step}")));
-        }
+        };
         if step < self.step {
             return Err(protocol(peer, format!("chunk for finished step {step}")));
+        }
+        // Bound what we hold to what the plan allows, before storing anything: no more
+        // chunks than the recv has, none longer than a segment. A peer cannot make us
+        // buffer beyond the operation's own size.
+        let expected = chunks_for(plan_step.recvs[i].range.len(), self.seg);
+        let applied = if step == self.step { self.got[i] } else { 0 };
+        let held = self.held.get(&(chunk.step, peer)).map_or(0, VecDeque::len);
+        if applied + held >= expected {
+            return Err(protocol(
+                peer,
+                format!("more chunks than planned in step {step}"),
+            ));
+        }
+        if chunk.payload.len() > self.seg * self.spec.dtype.size() {
+            let len = chunk.payload.len();
+            return Err(protocol(
+                peer,
+                format!("chunk of {len} bytes exceeds a segment"),
+            ));
         }
         self.held
             .entry((chunk.step, peer))
@@ -341,5 +360,125 @@ fn protocol(peer: u32, detail: impl Into<String>) -> Violation {
     Violation::Protocol {
         peer,
         detail: detail.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Algorithm, CollectiveKind, DType};
+    use crate::collective::plan::{Recv, Step};
+
+    fn op() -> Running {
+        let spec = CollectiveSpec {
+            kind: CollectiveKind::AllReduce,
+            dtype: DType::F32,
+            op: ReduceOp::Sum,
+            count: 4,
+            root: 0,
+        };
+        let fp = spec.fingerprint(Algorithm::Ring);
+        // Two steps, each receiving 4 elements from rank 1 in segments of 2.
+        let step = Step {
+            sends: Vec::new(),
+            recvs: vec![Recv {
+                peer: 1,
+                range: 0..4,
+                reduce: true,
+            }],
+            locals: Vec::new(),
+        };
+        let plan = Plan {
+            algorithm: Algorithm::Ring,
+            buffer_len: 4,
+            steps: vec![step.clone(), step],
+        };
+        let layout = Layout {
+            buffer_len: 4,
+            input: 0..4,
+            output: 0..4,
+            fill_identity: 0..0,
+        };
+        let mut r = Running::new(
+            spec,
+            fp,
+            0,
+            0,
+            1,
+            plan,
+            layout,
+            Buffer::from_vec(vec![0f32; 4]),
+            2,
+        );
+        r.begin(&mut Vec::new());
+        r
+    }
+
+    fn chunk(step: u32, offset: u64, len: usize, fp: Option<Fingerprint>) -> InChunk {
+        InChunk {
+            from: 1,
+            step,
+            offset,
+            fingerprint: fp,
+            payload: Bytes::from(vec![0u8; len * 4]),
+        }
+    }
+
+    #[test]
+    fn a_peer_cannot_make_us_hold_more_than_the_plan() {
+        let mut r = op();
+        let fp = Some(r.fp);
+        let mut out = Vec::new();
+        // Step 1 is in the future: two chunks are allowed, a third is a violation.
+        assert!(r.on_chunk(chunk(1, 0, 2, fp), &mut out).is_ok());
+        assert!(r.on_chunk(chunk(1, 2, 2, None), &mut out).is_ok());
+        assert!(matches!(
+            r.on_chunk(chunk(1, 4, 2, None), &mut out),
+            Err(Violation::Protocol { .. })
+        ));
+        // An oversized chunk is refused before it is stored.
+        let mut r = op();
+        assert!(matches!(
+            r.on_chunk(chunk(0, 0, 3, fp), &mut out),
+            Err(Violation::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn chunks_must_follow_the_plan() {
+        let mut r = op();
+        let fp = r.fp;
+        let mut out = Vec::new();
+        let mut other = fp;
+        other.count = 5;
+        assert!(matches!(
+            r.on_chunk(chunk(0, 0, 2, Some(other)), &mut out),
+            Err(Violation::Mismatch { .. })
+        ));
+        let mut r = op();
+        assert!(matches!(
+            r.on_chunk(chunk(0, 0, 2, None), &mut out),
+            Err(Violation::Protocol { .. })
+        ));
+        let mut r = op();
+        assert!(matches!(
+            r.on_chunk(chunk(7, 0, 2, Some(fp)), &mut out),
+            Err(Violation::Protocol { .. })
+        ));
+        let mut r = op();
+        assert!(r.on_chunk(chunk(0, 0, 2, Some(fp)), &mut out).is_ok());
+        assert!(
+            matches!(
+                r.on_chunk(chunk(0, 0, 2, None), &mut out),
+                Err(Violation::Protocol { .. })
+            ),
+            "wrong offset"
+        );
+        let mut r = op();
+        for (step, offset) in [(0, 0), (0, 2), (1, 0), (1, 2)] {
+            let fp = (step == 0 && offset == 0).then_some(fp);
+            assert!(r.on_chunk(chunk(step, offset, 2, fp), &mut out).is_ok());
+        }
+        assert!(r.is_done());
     }
 }
