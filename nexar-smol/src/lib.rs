@@ -1,1 +1,70 @@
-//! nexar-smol driver
+//! nexar on smol: run a [`nexar_proto::Node`] over one UDP socket and one timer, with a
+//! typed async API for collectives and point-to-point messages. The API is
+//! `nexar-tokio`'s, item for item (the same source file); only the driver loop differs.
+//!
+//! ```
+//! use nexar_smol::{bootstrap_local, NexarError, ReduceOp};
+//!
+//! fn main() -> Result<(), NexarError> {
+//!     smol::block_on(async {
+//!         let (seed, clients) = bootstrap_local(4).await?;
+//!         let tasks: Vec<_> = clients
+//!             .into_iter()
+//!             .map(|client| {
+//!                 smol::spawn(async move {
+//!                     let mut data = vec![client.rank() as f32; 1024];
+//!                     client.all_reduce(&mut data, ReduceOp::Sum).await?;
+//!                     assert_eq!(data[0], 6.0); // 0 + 1 + 2 + 3
+//!                     client.shutdown().await;
+//!                     Ok::<_, NexarError>(())
+//!                 })
+//!             })
+//!             .collect();
+//!         for task in tasks {
+//!             task.await?;
+//!         }
+//!         seed.shutdown().await;
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//!
+//! Where the nodes run: every node's driver is one task on smol's global executor
+//! ([`smol::spawn`]), so nexar can be called from any thread and any executor (inside
+//! [`smol::block_on`], a `smol::Executor`, even another runtime); no runtime context is
+//! needed. The global executor runs on `SMOL_THREADS` threads (one unless that variable is
+//! set when the executor first starts): with several nodes in one process, set it to the
+//! number of cores so that they use all of them.
+//!
+//! Across processes: one [`Seed::bind`] prints a [`JoinTicket`]; every rank calls
+//! [`Client::join`] with it (or [`join_from_env`] under a launcher; see [`LaunchEnv`]).
+//! The `nexar` CLI of `nexar-tokio` runs on this driver with `nexar local --driver smol`.
+//!
+//! Handles: a [`Client`] is one rank and dereferences to its world [`Communicator`]; every
+//! collective comes as an `async fn` on slices and as a `*_start` on an owned `Vec`
+//! returning a [`Pending`]. Dropping the last handle of a node stops its driver after a
+//! short linger ([`Config::linger`]); call [`Client::shutdown`] before the process exits so
+//! the linger is not cut short.
+//!
+//! Layout: `api.rs` (handles, requests, the node host), `env.rs` (launcher variables) and
+//! `reference.rs` (the reproducible all-reduce) are `nexar-tokio`'s files, compiled here
+//! unchanged through `#[path]`; `driver.rs` is the smol loop.
+
+#[path = "../../nexar-tokio/src/api.rs"]
+mod api;
+mod driver;
+#[path = "../../nexar-tokio/src/env.rs"]
+mod env;
+#[path = "../../nexar-tokio/src/reference.rs"]
+pub mod reference;
+
+pub use api::{
+    bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,
+    Pending, PendingCollective, Seed, LINGER_QUIET,
+};
+pub use env::{join_from_env, LaunchEnv};
+pub use nexar_proto::codec::{DType, ReduceOp};
+pub use nexar_proto::collective::{CommId, Element};
+pub use nexar_proto::{
+    CommandError, ConfigError, JoinError, JoinTicket, NodeConfig, NodeStats, OpError, TicketError,
+};

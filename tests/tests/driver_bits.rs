@@ -133,7 +133,10 @@ fn one_mib_allreduce_has_the_same_bits_on_simulator_tokio_and_smol() {
         "the drivers' reference inputs differ"
     );
     let runs = [
-        ("sim clean", on_simulator(7, LinkConfig::with_latency(Duration::from_micros(100)))),
+        (
+            "sim clean",
+            on_simulator(7, LinkConfig::with_latency(Duration::from_micros(100))),
+        ),
         // Another seed and a slower, jittery link: another arrival order, same bits.
         (
             "sim jittery",
@@ -154,7 +157,10 @@ fn one_mib_allreduce_has_the_same_bits_on_simulator_tokio_and_smol() {
     // The result is the sum (to within f32 rounding), so equal bits are not equal garbage.
     for i in (0..PATTERN_ELEMENTS).step_by(997) {
         let exact: f64 = (0..RANKS).map(|r| f64::from(pattern_f32(r, i))).sum();
-        assert!((f64::from(runs[0].1[0][i]) - exact).abs() < 1e-5, "element {i}");
+        assert!(
+            (f64::from(runs[0].1[0][i]) - exact).abs() < 1e-5,
+            "element {i}"
+        );
     }
     for (name, outputs) in &runs {
         assert_eq!(outputs.len(), RANKS as usize, "{name}: ranks");

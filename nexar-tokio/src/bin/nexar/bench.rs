@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use half::{bf16, f16};
-use nexar_tokio::{Client, Element, NexarError, ReduceOp};
+use nexar_tokio::{CommandError, Element, ReduceOp};
+
+use crate::rank::Rank;
 
 /// What to benchmark.
 #[derive(Debug, Clone, Args)]
@@ -147,18 +149,18 @@ struct Row {
 }
 
 /// Run the sweep on this rank. Rank 0 prints; returns whether every check passed.
-pub async fn run(client: &Client, args: &BenchArgs, driver: &str) -> Result<bool, NexarError> {
+pub async fn run<C: Rank>(client: &C, args: &BenchArgs, driver: &str) -> Result<bool, C::Error> {
     match args.dtype {
-        Dtype::F32 => sweep::<f32>(client, args, driver).await,
-        Dtype::F64 => sweep::<f64>(client, args, driver).await,
-        Dtype::F16 => sweep::<f16>(client, args, driver).await,
-        Dtype::Bf16 => sweep::<bf16>(client, args, driver).await,
-        Dtype::I8 => sweep::<i8>(client, args, driver).await,
-        Dtype::U8 => sweep::<u8>(client, args, driver).await,
-        Dtype::I32 => sweep::<i32>(client, args, driver).await,
-        Dtype::U32 => sweep::<u32>(client, args, driver).await,
-        Dtype::I64 => sweep::<i64>(client, args, driver).await,
-        Dtype::U64 => sweep::<u64>(client, args, driver).await,
+        Dtype::F32 => sweep::<f32, C>(client, args, driver).await,
+        Dtype::F64 => sweep::<f64, C>(client, args, driver).await,
+        Dtype::F16 => sweep::<f16, C>(client, args, driver).await,
+        Dtype::Bf16 => sweep::<bf16, C>(client, args, driver).await,
+        Dtype::I8 => sweep::<i8, C>(client, args, driver).await,
+        Dtype::U8 => sweep::<u8, C>(client, args, driver).await,
+        Dtype::I32 => sweep::<i32, C>(client, args, driver).await,
+        Dtype::U32 => sweep::<u32, C>(client, args, driver).await,
+        Dtype::I64 => sweep::<i64, C>(client, args, driver).await,
+        Dtype::U64 => sweep::<u64, C>(client, args, driver).await,
     }
 }
 
@@ -231,17 +233,20 @@ fn bus_factor(op: Op, n: usize) -> f64 {
     }
 }
 
-async fn sweep<T: BenchElem>(c: &Client, a: &BenchArgs, driver: &str) -> Result<bool, NexarError> {
+async fn sweep<T: BenchElem, C: Rank>(
+    c: &C,
+    a: &BenchArgs,
+    driver: &str,
+) -> Result<bool, C::Error> {
     let n = c.world_size() as usize;
     let elem = T::SIZE;
     let lead = c.rank() == 0;
     if a.root >= n as u32 {
-        return Err(NexarError::Command(
-            nexar_tokio::CommandError::UnknownRank {
-                rank: a.root,
-                world_size: n as u32,
-            },
-        ));
+        return Err(CommandError::UnknownRank {
+            rank: a.root,
+            world_size: n as u32,
+        }
+        .into());
     }
     if lead && !a.json {
         header(a, n, driver);
@@ -278,7 +283,7 @@ async fn sweep<T: BenchElem>(c: &Client, a: &BenchArgs, driver: &str) -> Result<
         let base = Inputs::<T>::new(a, c.rank(), c.world_size(), count);
         for run in 0..warmup + iters {
             let last = run + 1 == warmup + iters;
-            let (dt, result) = once::<T>(c, a, count, &base, last).await?;
+            let (dt, result) = once(c, a, count, &base, last).await?;
             if run >= warmup {
                 times.push(dt.as_secs_f64() * 1e6);
             }
@@ -288,7 +293,7 @@ async fn sweep<T: BenchElem>(c: &Client, a: &BenchArgs, driver: &str) -> Result<
         }
         // One reduction after the loop: per-run max over ranks, and whether any rank failed.
         times.push(if bad.is_ok() { 0.0 } else { 1.0 });
-        c.all_reduce(&mut times, ReduceOp::Max).await?;
+        let mut times = c.all_reduce_start(times, ReduceOp::Max).await?;
         let failed_somewhere = times.pop().unwrap_or(1.0) != 0.0;
         let time_us = median(&mut times);
         let check = match (&bad, failed_somewhere) {
@@ -350,13 +355,13 @@ impl<T: BenchElem> Inputs<T> {
 
 /// One run: copy the inputs, barrier, time the operation; then, on the `last` run,
 /// check the output.
-async fn once<T: BenchElem>(
-    c: &Client,
+async fn once<T: BenchElem, C: Rank>(
+    c: &C,
     a: &BenchArgs,
     count: usize,
     base: &Inputs<T>,
     last: bool,
-) -> Result<(Duration, Result<(), String>), NexarError> {
+) -> Result<(Duration, Result<(), String>), C::Error> {
     let (r, n) = (c.rank(), c.world_size());
     let op = a.redop.op();
     let root = a.root;

@@ -5,10 +5,12 @@
 //! nexar seed --listen 10.0.0.1:4000 --world-size 4 --ticket-file /shared/ticket
 //! nexar worker --join nexar1-...@10.0.0.1:4000 bench allreduce --max-bytes 16M
 //! nexar local --ranks 4 bench allreduce --min-bytes 8 --max-bytes 64M --json
+//! nexar local --ranks 4 --driver smol bench allreduce     # on nexar-smol (feature smol-driver)
 //! ```
 //! Logging: `NEXAR_LOG=debug` (or info, trace, ...) writes tracing output to stderr.
 
 mod bench;
+mod rank;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -80,7 +82,8 @@ struct LocalArgs {
     /// Number of ranks.
     #[arg(long, default_value_t = 4)]
     ranks: u32,
-    /// Which driver runs the nodes.
+    /// Which driver runs the nodes. smol (feature smol-driver) runs them on smol's global
+    /// executor with SMOL_THREADS threads (default here: one per core, as tokio's).
     #[arg(long, value_enum, default_value_t = Driver::Tokio)]
     driver: Driver,
     #[command(subcommand)]
@@ -102,23 +105,15 @@ enum Job {
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nexar: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
+    let result = match cli.command {
+        // No tokio runtime at all: smol's executor runs the nodes and the jobs.
+        #[cfg(feature = "smol-driver")]
+        Cmd::Local(args) if args.driver == Driver::Smol => {
+            smol_threads_per_core();
+            smol::block_on(local_smol(args))
         }
+        command => on_tokio(command),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Cmd::Seed(args) => seed(args).await,
-            Cmd::Worker(args) => worker(args).await,
-            Cmd::Local(args) => local(args).await,
-        }
-    });
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -127,6 +122,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn on_tokio(command: Cmd) -> Result<bool, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        match command {
+            Cmd::Seed(args) => seed(args).await,
+            Cmd::Worker(args) => worker(args).await,
+            Cmd::Local(args) => local(args).await,
+        }
+    })
 }
 
 fn init_logging() {
@@ -259,7 +268,7 @@ async fn worker(args: WorkerArgs) -> Result<bool, Error> {
 
 async fn local(args: LocalArgs) -> Result<bool, Error> {
     if args.driver == Driver::Smol {
-        return Err("smol driver not built into this binary".into());
+        return Err("the smol driver is not built into this binary (feature smol-driver)".into());
     }
     let (seed, clients) = bootstrap_local(args.ranks).await?;
     let job = std::sync::Arc::new(args.job);
@@ -294,8 +303,54 @@ async fn local(args: LocalArgs) -> Result<bool, Error> {
     }
 }
 
-/// Run the job on this rank; `Ok(false)` if a check failed.
-async fn run_job(client: &Client, job: &Job, driver: &str) -> Result<bool, Error> {
+/// `local --driver smol`: [`local`] on nexar-smol, run under `smol::block_on`; the drivers
+/// and the ranks' jobs are tasks of smol's global executor.
+#[cfg(feature = "smol-driver")]
+async fn local_smol(args: LocalArgs) -> Result<bool, Error> {
+    let (seed, clients) = nexar_smol::bootstrap_local(args.ranks).await?;
+    let job = std::sync::Arc::new(args.job);
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let job = job.clone();
+            smol::spawn(async move {
+                let result = run_job(&client, &job, "smol").await;
+                client.shutdown().await;
+                result
+            })
+        })
+        .collect();
+    let mut ok = true;
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(passed) => ok &= passed,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    seed.shutdown().await;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ok),
+    }
+}
+
+/// smol's global executor runs on `SMOL_THREADS` threads, one if unset; tokio's runtime
+/// here has one worker per core. Give smol the same unless the user chose, so that
+/// `--driver` compares drivers, not thread counts.
+#[cfg(feature = "smol-driver")]
+fn smol_threads_per_core() {
+    if std::env::var_os("SMOL_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Called before smol or any runtime starts: no other thread reads the environment.
+        std::env::set_var("SMOL_THREADS", cores.to_string());
+    }
+}
+
+/// Run the job on this rank (of either driver); `Ok(false)` if a check failed.
+async fn run_job<C: rank::Rank>(client: &C, job: &Job, driver: &str) -> Result<bool, Error> {
     match job {
         Job::Bench(args) => {
             let ok = bench::run(client, args, driver).await?;

@@ -1,0 +1,221 @@
+//! The smol driver: one UDP socket, one timer and the request channel around one
+//! [`NodeHost`], in one task on smol's global executor.
+//!
+//! It moves bytes and time and nothing else, as `nexar-tokio`'s driver does (same socket
+//! buffers, same bounded receive burst, inputs polled in rotation like tokio's unbiased
+//! `select!`): datagrams from the socket go to the node, the node's datagrams go to the
+//! socket, the clock reading goes in when the node's deadline passes, and requests from
+//! the handles go in as they arrive. Which request waits for which event, and when to
+//! stop, is decided in `api.rs`; protocol decisions are the core's.
+//!
+//! Two things differ because async-io is not tokio: the timer is re-armed only to fire
+//! earlier (each insertion wakes async-io's reactor), and the socket remembers a
+//! `WouldBlock` so that a wait costs no failing `recvfrom` (tokio caches readiness itself).
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use smol::stream::StreamExt;
+use smol::{Async, Timer};
+use tracing::Instrument;
+
+use crate::api::{segments, Inbox, NexarError, NodeHost, Request};
+
+/// Socket buffer size we ask for: a collective bursts a whole congestion window at a peer,
+/// and the kernel's default (about 200 KiB) drops most of it on loopback. The kernel caps
+/// the request at `net.core.{r,w}mem_max`, which is fine: it is only a hint.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Largest UDP payload we accept; QUIC never sends more than its path MTU.
+const MAX_DATAGRAM: usize = 64 * 1024;
+
+/// Datagrams read back-to-back after the one that woke the loop (bounded, so that requests
+/// and the timer are never starved by a flood).
+const RECV_BURST: usize = 32;
+
+/// 32 bytes from the OS CSPRNG: node RNG seeds and the seed's join secret.
+pub(crate) fn os_random() -> Result<[u8; 32], NexarError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        NexarError::io(
+            "reading the OS random source",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    Ok(bytes)
+}
+
+/// Run `host` on `socket` in a new detached task of smol's global executor.
+///
+/// Unlike tokio there is no runtime context to find: the global executor starts on first
+/// use and lives as long as the process, so this works from any thread. The task ends by
+/// itself once [`NodeHost::should_exit`] says so.
+pub(crate) fn spawn(socket: UdpSocket, host: NodeHost, inbox: Inbox) -> Result<(), NexarError> {
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer only costs retransmissions.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    // Makes the socket non-blocking and registers it with async-io's reactor.
+    let socket = Async::new(socket).map_err(|e| NexarError::io("registering the socket", e))?;
+    let span = host.span().clone();
+    smol::spawn(run(socket, host, inbox).instrument(span)).detach();
+    Ok(())
+}
+
+/// The one input the loop got while waiting.
+enum Input {
+    Datagram(io::Result<(usize, SocketAddr)>),
+    /// `None`: every handle is gone.
+    Request(Option<Request>),
+    Timeout,
+}
+
+/// The loop of [`NodeHost`]'s docs: drain outputs, then wait for exactly one input.
+async fn run(socket: Async<UdpSocket>, mut host: NodeHost, mut inbox: Inbox) {
+    let mut socket = Socket {
+        io: socket,
+        readable: true,
+    };
+    let mut rx = vec![0u8; MAX_DATAGRAM];
+    let mut inbox_open = true;
+    // One timer for the life of the task.
+    let mut timer = Timer::never();
+    let mut armed: Option<Instant> = None;
+    // Which input is polled first; rotates so that none can starve the others.
+    let mut turn = 0usize;
+    loop {
+        let mut now = Instant::now();
+        loop {
+            while let Some((to, segment, bytes)) = host.poll_transmit(now) {
+                for datagram in segments(bytes, segment) {
+                    socket.send(datagram, to).await;
+                }
+            }
+            if !host.drain_events(now) {
+                break;
+            }
+            now = Instant::now();
+        }
+        if host.should_exit(now) {
+            tracing::debug!("driver stopping");
+            return;
+        }
+        let deadline = host.poll_timeout();
+        if deadline.is_some_and(|d| d <= now) {
+            // Due already: a steady stream of datagrams must not keep the node's timers
+            // (loss detection, the linger) from firing.
+            host.handle_timeout(now);
+            continue;
+        }
+        // Re-arm only to fire earlier: async-io wakes its reactor thread on every timer
+        // insertion, and the node's deadline moves later on almost every datagram (idle
+        // and loss timers pushed back). A timer that fires before the deadline (or after
+        // it went away) costs one spurious `handle_timeout`, which the core ignores.
+        if let Some(at) = deadline.filter(|at| armed.is_none_or(|armed| *at < armed)) {
+            armed = Some(at);
+            timer.set_at(at);
+        }
+        turn = turn.wrapping_add(1);
+        let input = poll_fn(|cx| {
+            // Polled in turn, starting with a different one each time (as tokio's unbiased
+            // `select!` does); the first ready wins. A closed inbox is not polled.
+            for k in 0..3 {
+                let polled = match (turn + k) % 3 {
+                    0 => socket.poll_recv(cx, &mut rx).map(Input::Datagram),
+                    1 if inbox_open => inbox.poll_next(cx).map(Input::Request),
+                    1 => Poll::Pending,
+                    _ => Pin::new(&mut timer).poll(cx).map(|_| Input::Timeout),
+                };
+                if polled.is_ready() {
+                    return polled;
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match input {
+            Input::Datagram(Ok((n, from))) => {
+                host.handle_datagram(Instant::now(), from, BytesMut::from(&rx[..n]));
+                socket.read_burst(&mut rx, &mut host);
+            }
+            // An ICMP error reported on an unconnected socket (some platforms do): the
+            // datagram is simply lost; QUIC copes.
+            Input::Datagram(Err(e)) => tracing::debug!(error = %e, "recv_from"),
+            Input::Request(Some(request)) => host.handle_request(Instant::now(), request),
+            Input::Request(None) => {
+                inbox_open = false;
+                host.close_inbox(Instant::now());
+            }
+            Input::Timeout => {
+                armed = None;
+                host.handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+/// The UDP socket and what the last read said about it.
+struct Socket {
+    io: Async<UdpSocket>,
+    /// Whether a read may find a datagram: false once a read saw `WouldBlock`, until the
+    /// reactor reports the socket readable (saves a failing `recvfrom` per wait).
+    readable: bool,
+}
+
+impl Socket {
+    /// Receive one datagram, or register for readability. While `readable` it reads
+    /// first, so a queue that is already full costs no trip through the reactor.
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        rx: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        loop {
+            if !self.readable {
+                // Registers interest; level-triggered, so a datagram that came in since
+                // the failed read is reported at once. Ready may be stale: the read tells.
+                if let Err(e) = std::task::ready!(self.io.poll_readable(cx)) {
+                    return Poll::Ready(Err(e));
+                }
+                self.readable = true;
+            }
+            match self.io.get_ref().recv_from(rx) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    /// Read what else is already queued without going back to the poll.
+    ///
+    /// Feeding several datagrams before draining outputs is how quinn itself handles a GRO
+    /// batch: inputs only change state, and the drain right after sees all of it (one ACK
+    /// for many packets instead of one each). Bounded by [`RECV_BURST`].
+    fn read_burst(&mut self, rx: &mut [u8], host: &mut NodeHost) {
+        for _ in 0..RECV_BURST {
+            match self.io.get_ref().recv_from(rx) {
+                Ok((n, from)) => {
+                    host.handle_datagram(Instant::now(), from, BytesMut::from(&rx[..n]))
+                }
+                Err(e) => {
+                    self.readable = e.kind() != io::ErrorKind::WouldBlock;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, datagram: &[u8], to: SocketAddr) {
+        // Tries at once, waits while the socket buffer is full. Any error is a lost
+        // datagram, which QUIC recovers from; the node itself notices an unreachable peer
+        // by its idle timeout.
+        if let Err(e) = self.io.send_to(datagram, to).await {
+            tracing::debug!(error = %e, %to, "send_to");
+        }
+    }
+}
