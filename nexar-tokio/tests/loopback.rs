@@ -1,15 +1,13 @@
-//! The tokio driver over real UDP on loopback: formation, every collective against a
-//! sequential reference, point-to-point, split, a rank that stops answering, and the
-//! reproducible 1 MiB all-reduce.
+//! The tokio driver over real UDP on loopback, beyond the shared scenario suite
+//! (`tests/tests/scenarios.rs` runs formation, every collective on 4 ranks, send/recv and
+//! a rank that stops answering on the simulator and both drivers): the ticket, 1M-element
+//! collectives, non-blocking overlap, length errors, point-to-point ordering and limits,
+//! split, and the reproducible 1 MiB all-reduce.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
 
 use nexar_tokio::reference::{digest, pattern_allreduce, pattern_f32, PATTERN_ELEMENTS};
-use nexar_tokio::{
-    bootstrap_local, bootstrap_local_with, Client, CommandError, Config, NexarError, OpError,
-    ReduceOp,
-};
+use nexar_tokio::{bootstrap_local, Client, CommandError, NexarError, ReduceOp};
 
 /// Run `f` on every client concurrently (one task each); results in rank order.
 async fn on_all<F, Fut, R>(clients: Vec<Client>, f: F) -> Vec<R>
@@ -42,25 +40,24 @@ fn sum_over(ranks: impl Iterator<Item = u32> + Clone, len: usize, offset: usize)
         .collect()
 }
 
+/// Formation itself is in the shared scenario suite (`tests/tests/scenarios.rs`); here,
+/// the seed's ticket format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_ranks_form_on_loopback() {
-    let started = Instant::now();
-    let (seed, clients) = bootstrap_local(4).await.unwrap();
-    assert_eq!(seed.formed().await.unwrap(), 4);
-    let ranks: Vec<(u32, u32)> = clients.iter().map(|c| (c.rank(), c.world_size())).collect();
-    assert_eq!(ranks, vec![(0, 4), (1, 4), (2, 4), (3, 4)]);
+async fn seed_ticket_is_printable() {
+    let (seed, _clients) = bootstrap_local(4).await.unwrap();
     assert!(seed.ticket().to_string().starts_with("nexar1-"));
-    eprintln!("formation of 4 ranks: {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_collective_matches_the_reference() {
+async fn big_collectives_overlap_and_length_errors() {
     let (_seed, clients) = bootstrap_local(4).await.unwrap();
     let errors = on_all(clients, |c| async move {
         let mut errors = Vec::new();
         let (r, n) = (c.rank(), c.world_size());
-        // 3 < world (uneven blocks), small, and big enough for the ring and pipelining.
-        for len in [3usize, 1000, 1 << 20] {
+        // Small sizes of every collective are in the shared scenario suite
+        // (`tests/tests/scenarios.rs`); here, 1M elements (the ring and pipelining).
+        {
+            let len = 1usize << 20;
             let mut check = |what: &str, ok: bool| {
                 if !ok {
                     errors.push(format!("rank {r}: {what} with {len} elements"));
@@ -172,7 +169,7 @@ async fn every_collective_matches_the_reference() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_and_recv() {
+async fn send_recv_ordering_self_large_and_refusals() {
     let (_seed, clients) = bootstrap_local(4).await.unwrap();
     on_all(clients, |c| async move {
         let (r, n) = (c.rank(), c.world_size());
@@ -242,54 +239,6 @@ async fn split_into_even_and_odd() {
         assert_eq!(x, [4]);
     })
     .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rank_that_stops_answering_gives_a_typed_error() {
-    let config = Config::default()
-        .with_idle_timeout(Duration::from_secs(2))
-        .with_collective_timeout(Duration::from_secs(3))
-        .with_linger(Duration::ZERO);
-    let (_seed, mut clients) = bootstrap_local_with(4, config).await.unwrap();
-    // One round together first, so the failure is mid-run, not at the start.
-    let survivors = {
-        let last = clients.pop().unwrap();
-        let tasks: Vec<_> = clients
-            .into_iter()
-            .map(|c| {
-                tokio::spawn(async move {
-                    let mut d = [1.0f32; 4];
-                    c.all_reduce(&mut d, ReduceOp::Sum).await.unwrap();
-                    c
-                })
-            })
-            .collect();
-        let mut d = [1.0f32; 4];
-        last.all_reduce(&mut d, ReduceOp::Sum).await.unwrap();
-        assert_eq!(d, [4.0; 4]);
-        // Rank 3 goes silent: its driver stops at once (linger zero), like a crash.
-        drop(last);
-        let mut s = Vec::new();
-        for t in tasks {
-            s.push(t.await.unwrap());
-        }
-        s
-    };
-    let started = Instant::now();
-    let results = on_all(survivors, |c| async move {
-        let mut d = [1.0f32; 1 << 16];
-        c.all_reduce(&mut d, ReduceOp::Sum).await
-    })
-    .await;
-    let elapsed = started.elapsed();
-    for result in results {
-        match result {
-            Err(NexarError::Op(OpError::PeerLost { .. } | OpError::Timeout { .. })) => {}
-            other => panic!("expected PeerLost or Timeout, got {other:?}"),
-        }
-    }
-    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
-    eprintln!("survivors failed with a typed error after {elapsed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

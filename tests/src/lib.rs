@@ -1,5 +1,7 @@
 //! Shared helpers for the workspace-level integration tests.
 
 pub mod collectives;
+#[path = "../common/mod.rs"]
+pub mod common;
 pub mod rogue;
 pub mod support;
