@@ -4,13 +4,13 @@
 //! `nexar-smol` includes the very same file with
 //! `#[path = "../../nexar-tokio/src/api.rs"] mod api;`. It therefore names no runtime
 //! type: it depends only on `nexar-proto`, `futures-channel`, `bytes`, `thiserror` and
-//! `tracing`, and asks the including crate for exactly two functions in `crate::driver`:
+//! `tracing` (and `getrandom` for the OS random source), and asks the including crate for one
+//! function in `crate::driver`:
 //!
 //! - `pub(crate) fn spawn(socket: std::net::UdpSocket, host: NodeHost, inbox: Inbox)
 //!   -> Result<(), NexarError>`: run `host` on `socket` in one task of the runtime, as the
-//!   loop in [`NodeHost`]'s docs describes, until [`NodeHost::should_exit`];
-//! - `pub(crate) fn os_random() -> Result<[u8; 32], NexarError>`: 32 bytes from the OS
-//!   CSPRNG (the node's RNG seed and the seed's join secret).
+//!   loop in [`NodeHost`]'s docs describes, until [`NodeHost::should_exit`]
+//!   (with the socket-buffer, datagram and burst sizes defined here, shared by both).
 //!
 //! Everything that is not moving bytes or time (which request waits for which event,
 //! turning buffers back into typed vectors, the shutdown linger) lives here, so the two
@@ -245,7 +245,7 @@ impl Config {
         let mut node = self.node.clone();
         node.rng_seed = match self.rng_seed {
             Some(seed) => seed,
-            None => crate::driver::os_random()?,
+            None => os_random()?,
         };
         node.unix_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -492,6 +492,32 @@ impl NodeHost {
     }
 }
 
+// ---- shared by both drivers -----------------------------------------------------------
+
+/// Socket buffer size we ask for: a collective bursts a whole congestion window at a peer,
+/// and the kernel's default (about 200 KiB) drops most of it on loopback. The kernel caps
+/// the request at `net.core.{r,w}mem_max`, which is fine: it is only a hint.
+pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Largest UDP payload we accept; QUIC never sends more than its path MTU.
+pub(crate) const MAX_DATAGRAM: usize = 64 * 1024;
+
+/// Datagrams read back-to-back after the one that woke the loop (bounded, so that requests
+/// and the timer are never starved by a flood).
+pub(crate) const RECV_BURST: usize = 32;
+
+/// 32 bytes from the OS CSPRNG: node RNG seeds and the seed's join secret.
+pub(crate) fn os_random() -> Result<[u8; 32], NexarError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        NexarError::io(
+            "reading the OS random source",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    Ok(bytes)
+}
+
 /// The datagrams of one transmit (one, unless the core ever hands out a GSO batch).
 pub(crate) fn segments(bytes: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
     bytes.chunks(segment)
@@ -539,7 +565,7 @@ impl Seed {
     ) -> Result<Seed, NexarError> {
         let (socket, local) = bind(addr)?;
         let node_config = config.node_config(local)?;
-        let secret = crate::driver::os_random()?;
+        let secret = os_random()?;
         let now = Instant::now();
         let node = Node::seed(node_config, SeedConfig::new(world_size, secret), now)?;
         let ticket = node

@@ -15,31 +15,7 @@ use bytes::BytesMut;
 use tokio::net::UdpSocket;
 use tracing::Instrument;
 
-use crate::api::{segments, Inbox, NexarError, NodeHost};
-
-/// Socket buffer size we ask for: a collective bursts a whole congestion window at a peer,
-/// and the kernel's default (about 200 KiB) drops most of it on loopback. The kernel caps
-/// the request at `net.core.{r,w}mem_max`, which is fine: it is only a hint.
-const SOCKET_BUFFER: usize = 4 << 20;
-
-/// Largest UDP payload we accept; QUIC never sends more than its path MTU.
-const MAX_DATAGRAM: usize = 64 * 1024;
-
-/// Datagrams read back-to-back without a fresh `select` (bounded, so that requests and the
-/// timer are never starved by a flood).
-const RECV_BURST: usize = 32;
-
-/// 32 bytes from the OS CSPRNG: node RNG seeds and the seed's join secret.
-pub(crate) fn os_random() -> Result<[u8; 32], NexarError> {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).map_err(|e| {
-        NexarError::io(
-            "reading the OS random source",
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
-    Ok(bytes)
-}
+use crate::api::{segments, Inbox, NexarError, NodeHost, MAX_DATAGRAM, RECV_BURST, SOCKET_BUFFER};
 
 /// Run `host` on `socket` in a new task of the current tokio runtime.
 pub(crate) fn spawn(
