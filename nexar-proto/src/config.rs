@@ -60,6 +60,37 @@ pub struct NodeConfig {
     /// Bytes of chunks held for collectives not yet started here; past it we stop
     /// reading the sender (QUIC flow control holds the rest).
     pub max_early_bytes: usize,
+    /// How often a member sends a heartbeat on each of its links (mesh and seed).
+    pub heartbeat_interval: Duration,
+    /// A link silent this long (no heartbeat, no data) marks its peer down. Keep it a few
+    /// intervals long: a stall shorter than it is not a failure. `idle_timeout` is the
+    /// backstop underneath and should be longer.
+    pub heartbeat_timeout: Duration,
+    /// What a member does when a peer goes down (must be the same on every node).
+    pub recovery: RecoveryPolicy,
+    /// Seed: how long a recovery round waits for every survivor's vote before counting
+    /// the silent ones as dead too. Worker: how long it waits for the agreed outcome
+    /// before giving up with `Event::RecoveryFailed`.
+    pub recovery_timeout: Duration,
+}
+
+/// What happens when a member is found dead (DESIGN §4: every epoch change is one
+/// agreed message, decided by the seed, never a local guess).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecoveryPolicy {
+    /// Fail every in-flight operation with `OpError::PeerLost` naming the dead rank, and
+    /// every later command with `CommandError::Aborted`: the MPI and NCCL default, and
+    /// ours, because it never continues on a world the application did not plan for.
+    #[default]
+    Abort,
+    /// Fail the in-flight operations, agree on the dead set through the seed, renumber
+    /// the survivors densely in their old order, move to the next epoch and go on.
+    /// Commands issued meanwhile wait and run on the new world.
+    Automatic,
+    /// Report `Event::PeerDown` and fail only what needed the dead rank; the application
+    /// decides, e.g. by issuing `Command::Recover` (which then works as `Automatic`).
+    Manual,
 }
 
 impl NodeConfig {
@@ -83,12 +114,22 @@ impl NodeConfig {
             collective: CollectiveConfig::default(),
             collective_timeout: Duration::from_secs(60),
             max_early_bytes: 256 << 20,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            recovery: RecoveryPolicy::Abort,
+            recovery_timeout: Duration::from_secs(5),
         }
     }
 
     /// Builder-style setter for `requested_rank`.
     pub fn with_requested_rank(mut self, rank: Option<u32>) -> Self {
         self.requested_rank = rank;
+        self
+    }
+
+    /// Builder-style setter for `recovery`.
+    pub fn with_recovery(mut self, policy: RecoveryPolicy) -> Self {
+        self.recovery = policy;
         self
     }
 
@@ -107,12 +148,22 @@ pub struct SeedConfig {
     pub world_size: u32,
     /// The join secret, from the OS CSPRNG (the driver draws it; tests fix it).
     pub secret: [u8; 32],
+    /// Elastic growth: the largest world a checkpoint may admit joiners up to. Past it
+    /// joiners are rejected with `ClusterFull`. Defaults to `world_size` (no growth).
+    pub max_world_size: u32,
+    /// Elastic growth: joiners held for the next checkpoint at most; past it, `QueueFull`.
+    pub max_pending_joins: usize,
 }
 
 impl SeedConfig {
     /// A seed for `world_size` ranks with this join secret.
     pub fn new(world_size: u32, secret: [u8; 32]) -> Self {
-        Self { world_size, secret }
+        Self {
+            world_size,
+            secret,
+            max_world_size: world_size,
+            max_pending_joins: 64,
+        }
     }
 }
 
@@ -120,6 +171,8 @@ impl std::fmt::Debug for SeedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SeedConfig")
             .field("world_size", &self.world_size)
+            .field("max_world_size", &self.max_world_size)
+            .field("max_pending_joins", &self.max_pending_joins)
             .finish_non_exhaustive()
     }
 }

@@ -61,6 +61,18 @@ pub enum CommandError {
         /// The unreachable rank.
         rank: u32,
     },
+    /// Under the abort policy a peer died; this node runs nothing more.
+    #[error("the cluster aborted after rank {rank} was lost")]
+    Aborted {
+        /// The rank whose loss aborted it.
+        rank: u32,
+    },
+    /// The node has left the cluster, was evicted, or its recovery failed.
+    #[error("this node is no longer a member")]
+    NotMember,
+    /// A checkpoint or leave is already in progress.
+    #[error("a checkpoint or leave is already in progress")]
+    MembershipBusy,
 }
 
 /// Why an operation that had started failed.
@@ -106,6 +118,21 @@ pub enum OpError {
         /// This node's recent operations.
         flight: crate::collective::FlightRecord,
     },
+    /// A command held while the membership changed could not start on the new world.
+    #[error("could not start on the new membership: {error}")]
+    Refused {
+        /// Why it was refused.
+        error: CommandError,
+    },
+    /// A receive posted before a checkpoint that renumbered the ranks; post it again.
+    #[error("the membership moved to epoch {epoch}; the receive was withdrawn")]
+    EpochChanged {
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// This node was evicted, left, or its recovery failed, before the operation ended.
+    #[error("this node is no longer a member")]
+    NotMember,
     /// A peer broke the protocol (a chunk that does not fit the plan).
     #[error("protocol violation by rank {rank}: {detail}")]
     Protocol {

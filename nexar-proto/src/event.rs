@@ -44,6 +44,49 @@ pub enum Event {
         /// What went wrong.
         error: JoinError,
     },
+    /// Worker: a peer is down: its link was silent past `heartbeat_timeout`, or its
+    /// connection was lost. What follows depends on the recovery policy.
+    PeerDown {
+        /// Its rank in the current epoch.
+        rank: u32,
+        /// How we know.
+        reason: DownReason,
+    },
+    /// Worker: the membership moved to a new epoch (after a recovery or a checkpoint).
+    /// Ranks are dense and keep their old order; collectives run on the new world.
+    EpochChanged {
+        /// The new epoch.
+        epoch: u64,
+        /// Our rank in it.
+        rank: u32,
+        /// Its size.
+        world_size: u32,
+        /// Ranks (in the old epoch) that were dropped as dead.
+        dead: Vec<u32>,
+        /// Ranks (in the old epoch) that left on request.
+        left: Vec<u32>,
+        /// Members that joined (their new ranks).
+        joined: Vec<u32>,
+    },
+    /// Worker: the others agreed we are dead (we were silent too long, or partitioned
+    /// away). Every operation fails; the node does nothing more. Rejoin as a new node.
+    Evicted {
+        /// The epoch that excluded us.
+        epoch: u64,
+    },
+    /// Worker: a recovery could not complete (the seed is unreachable, or no agreement
+    /// came within `recovery_timeout`). The node does nothing more.
+    RecoveryFailed {
+        /// What went wrong.
+        detail: String,
+    },
+    /// Seed: the membership moved to a new epoch.
+    MembershipChanged {
+        /// The new epoch.
+        epoch: u64,
+        /// Its size.
+        world_size: u32,
+    },
     /// An operation started by a command has finished.
     Completed {
         /// The id `command` returned.
@@ -51,6 +94,18 @@ pub enum Event {
         /// What it produced, or why it failed.
         outcome: Result<Outcome, OpError>,
     },
+}
+
+/// How a peer was found down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// Nothing heard from it within `heartbeat_timeout`.
+    Silent,
+    /// Its QUIC connection ended (closed, reset, or timed out).
+    ConnectionLost,
+    /// The seed's recovery round named it dead before we noticed ourselves.
+    Agreed,
 }
 
 /// The result of a finished operation.
@@ -72,6 +127,15 @@ pub enum Outcome {
     Collective {
         /// The output buffer.
         buffer: crate::collective::Buffer,
+    },
+    /// A checkpoint (or a leave) took effect: the membership from now on.
+    Checkpoint {
+        /// The epoch after the checkpoint (unchanged if nothing was pending).
+        epoch: u64,
+        /// Our rank in it (`None` after a leave).
+        rank: Option<u32>,
+        /// Its size.
+        world_size: u32,
     },
     /// A split finished: the new communicator with our rank and its size, or `None` if
     /// we passed no colour.

@@ -68,9 +68,9 @@ mod ticket;
 mod transmit;
 mod transport;
 
-pub use config::{NodeConfig, SeedConfig};
+pub use config::{NodeConfig, RecoveryPolicy, SeedConfig};
 pub use error::{CommandError, ConfigError, JoinError, OpError};
-pub use event::{Event, OpId, Outcome};
+pub use event::{DownReason, Event, OpId, Outcome};
 pub use node::{Command, Node, NodeStats};
 pub use ticket::{JoinTicket, TicketError};
 pub use transmit::Transmit;

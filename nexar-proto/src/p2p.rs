@@ -119,6 +119,16 @@ impl P2p {
     }
 }
 
+impl P2p {
+    /// Every posted receive, to fail them all (the membership is changing).
+    pub(crate) fn take_all_posted(&mut self) -> Vec<OpId> {
+        std::mem::take(&mut self.posted)
+            .into_values()
+            .flatten()
+            .collect()
+    }
+}
+
 fn received(op: OpId, from: u32, tag: u64, data: Bytes) -> Event {
     Event::Completed {
         op,

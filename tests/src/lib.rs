@@ -3,5 +3,6 @@
 pub mod collectives;
 #[path = "../common/mod.rs"]
 pub mod common;
+pub mod motion;
 pub mod rogue;
 pub mod support;

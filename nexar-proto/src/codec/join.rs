@@ -84,6 +84,9 @@ impl WireMessage for Hello {
 pub struct PeerEntry {
     /// The member's rank at the welcome's epoch.
     pub rank: u32,
+    /// Its member id: the name its certificate carries, fixed for the member's life
+    /// while its rank changes with every epoch (ranks are dense; ids are never reused).
+    pub member: u32,
     /// Its mesh address.
     pub addr: SocketAddr,
     /// Its incarnation (see [`Hello::incarnation`]).
@@ -91,14 +94,15 @@ pub struct PeerEntry {
 }
 
 impl PeerEntry {
-    const MIN_LEN: usize = 4 + ADDR_MIN_LEN + 8;
+    const MIN_LEN: usize = 4 + 4 + ADDR_MIN_LEN + 8;
 
     fn len(&self) -> usize {
-        4 + wire::addr_len(&self.addr) + 8
+        4 + 4 + wire::addr_len(&self.addr) + 8
     }
 
     fn put(&self, out: &mut BytesMut) {
         out.put_u32_le(self.rank);
+        out.put_u32_le(self.member);
         wire::put_addr(out, &self.addr);
         out.put_u64_le(self.incarnation);
     }
@@ -106,6 +110,7 @@ impl PeerEntry {
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
         Ok(PeerEntry {
             rank: r.u32("welcome.peers.rank")?,
+            member: r.u32("welcome.peers.member")?,
             addr: r.addr("welcome.peers.addr")?,
             incarnation: r.u64("welcome.peers.incarnation")?,
         })
@@ -295,6 +300,7 @@ mod tests {
         );
         let peer = PeerEntry {
             rank: 0,
+            member: 0,
             addr: "192.0.2.1:1".parse().unwrap(),
             incarnation: 0,
         };

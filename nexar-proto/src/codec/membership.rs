@@ -117,6 +117,8 @@ pub struct MemberEntry {
     pub old_rank: Option<u32>,
     /// Rank in the new epoch.
     pub new_rank: u32,
+    /// Member id (the name in its certificate; see [`PeerEntry::member`](super::PeerEntry::member)).
+    pub member: u32,
     /// Mesh address.
     pub addr: SocketAddr,
     /// Incarnation (see [`Hello::incarnation`](super::Hello::incarnation)).
@@ -124,15 +126,16 @@ pub struct MemberEntry {
 }
 
 impl MemberEntry {
-    const MIN_LEN: usize = 1 + 4 + ADDR_MIN_LEN + 8;
+    const MIN_LEN: usize = 1 + 4 + 4 + ADDR_MIN_LEN + 8;
 
     fn len(&self) -> usize {
-        wire::opt_u32_len(self.old_rank) + 4 + wire::addr_len(&self.addr) + 8
+        wire::opt_u32_len(self.old_rank) + 4 + 4 + wire::addr_len(&self.addr) + 8
     }
 
     fn put(&self, out: &mut BytesMut) {
         wire::put_opt_u32(out, self.old_rank);
         out.put_u32_le(self.new_rank);
+        out.put_u32_le(self.member);
         wire::put_addr(out, &self.addr);
         out.put_u64_le(self.incarnation);
     }
@@ -141,6 +144,7 @@ impl MemberEntry {
         Ok(MemberEntry {
             old_rank: r.opt_u32("checkpoint_agreed.members.old_rank")?,
             new_rank: r.u32("checkpoint_agreed.members.new_rank")?,
+            member: r.u32("checkpoint_agreed.members.member")?,
             addr: r.addr("checkpoint_agreed.members.addr")?,
             incarnation: r.u64("checkpoint_agreed.members.incarnation")?,
         })
@@ -207,10 +211,16 @@ impl WireMessage for CheckpointAgreed {
 pub struct RecoveryVote {
     /// The epoch the failures happened in.
     pub epoch: u64,
-    /// The voter's rank.
+    /// The voter's rank; [`RecoveryVote::COORDINATOR`] when the seed opens a round and
+    /// calls for every member's vote (`dead` then holds the dead set so far).
     pub voter: u32,
     /// Ranks the voter believes dead; at most [`Limits::max_peers`].
     pub dead: Vec<u32>,
+}
+
+impl RecoveryVote {
+    /// The `voter` of the seed's call for votes (no rank can be `u32::MAX`).
+    pub const COORDINATOR: u32 = u32::MAX;
 }
 
 impl Body for RecoveryVote {

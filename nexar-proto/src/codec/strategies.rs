@@ -56,12 +56,14 @@ fn hello() -> impl Strategy<Value = Message> {
 }
 
 fn welcome() -> impl Strategy<Value = Message> {
-    let peer =
-        (any::<u32>(), arb_addr(), any::<u64>()).prop_map(|(rank, addr, incarnation)| PeerEntry {
+    let peer = (any::<(u32, u32)>(), arb_addr(), any::<u64>()).prop_map(
+        |((rank, member), addr, incarnation)| PeerEntry {
             rank,
+            member,
             addr,
             incarnation,
-        });
+        },
+    );
     (
         any::<(u32, u32, u64)>(),
         any::<[u8; 16]>(),
@@ -125,14 +127,21 @@ fn small_membership() -> BoxedStrategy<Message> {
 }
 
 fn checkpoint_agreed() -> impl Strategy<Value = Message> {
-    let member = (any::<Option<u32>>(), any::<u32>(), arb_addr(), any::<u64>()).prop_map(
-        |(old_rank, new_rank, addr, incarnation)| MemberEntry {
-            old_rank,
-            new_rank,
-            addr,
-            incarnation,
-        },
-    );
+    let member = (
+        any::<Option<u32>>(),
+        any::<(u32, u32)>(),
+        arb_addr(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(old_rank, (new_rank, member), addr, incarnation)| MemberEntry {
+                old_rank,
+                new_rank,
+                member,
+                addr,
+                incarnation,
+            },
+        );
     (any::<(u64, u64, u32)>(), vec(member, 0..6), ranks()).prop_map(
         |((old_epoch, new_epoch, new_world_size), members, leavers)| {
             Message::CheckpointAgreed(CheckpointAgreed {

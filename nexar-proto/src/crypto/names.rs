@@ -1,4 +1,9 @@
-//! The DNS names that bind a certificate to a (cluster, rank).
+//! The DNS names that bind a certificate to a (cluster, member).
+//!
+//! What a certificate names is the *member id*: equal to the rank at formation, but fixed
+//! for the member's life while ranks are renumbered at every epoch change (so a cert
+//! never needs re-issuing, and a restarted node, which gets a new id, is never taken for
+//! its earlier self). Functions below say "rank" for that number, as it began.
 //!
 //! A mesh certificate carries exactly one SAN DNS name, `r{rank}.{hex(cluster_id)}.nexar`.
 //! The client side of a mesh connection passes that name as the TLS server name, so webpki

@@ -5,8 +5,12 @@
 //! [`Action`]s (values) that the `Node` applies to the transport, so they can be reasoned
 //! about, and tested, without QUIC.
 
+pub(crate) mod coordinator;
+mod elastic;
+pub(crate) mod liveness;
 pub(crate) mod proof;
 pub(crate) mod seed;
+pub(crate) mod view;
 pub(crate) mod worker;
 
 use bytes::Bytes;
@@ -18,6 +22,10 @@ use crate::transport::ConnId;
 /// Application close codes at or above this carry a join rejection: code − base is the
 /// `RejectReason` code, and the close's reason bytes hold the encoded `JoinRejected` frame.
 pub(crate) const CLOSE_REJECT_BASE: u64 = 0x100;
+
+/// Application close code of a member that left at a checkpoint: its peers take the
+/// loss as the departure the agreement announced, not as a failure.
+pub(crate) const CLOSE_LEFT: u64 = 0x5;
 
 /// What a membership state machine asks the node to do.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::coordinator::{Coordinator, Member};
 use super::{proof, reject, Action};
 use crate::codec::{DecodeError, Hello, Message, PeerEntry, RejectReason, Welcome};
 use crate::crypto::ClusterCa;
@@ -40,9 +41,11 @@ pub(crate) struct SeedState {
     join_timeout: Duration,
     joiners: BTreeMap<ConnId, Joiner>,
     next_seq: u64,
-    /// After formation: rank of each member's control connection.
-    members: BTreeMap<ConnId, u32>,
+    /// After formation: the members, their connections, and epoch changes.
+    pub(crate) coord: Coordinator,
     formed: bool,
+    max_world_size: u32,
+    max_pending_joins: usize,
 }
 
 impl std::fmt::Debug for SeedState {
@@ -62,8 +65,11 @@ impl SeedState {
         ca: ClusterCa,
         cluster_id: [u8; 16],
         join_timeout: Duration,
+        coord: Coordinator,
     ) -> Self {
         Self {
+            max_world_size: world_size,
+            max_pending_joins: 0,
             world_size,
             secret,
             ca,
@@ -72,7 +78,7 @@ impl SeedState {
             join_timeout,
             joiners: BTreeMap::new(),
             next_seq: 0,
-            members: BTreeMap::new(),
+            coord,
             formed: false,
         }
     }
@@ -82,11 +88,19 @@ impl SeedState {
     }
 
     pub(crate) fn world_size(&self) -> u32 {
-        self.world_size
+        if self.formed {
+            self.coord.world_size()
+        } else {
+            self.world_size
+        }
     }
 
     pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
+        if self.formed {
+            self.coord.epoch()
+        } else {
+            self.epoch
+        }
     }
 
     /// Joiners still in progress (for stats and tests).
@@ -110,14 +124,16 @@ impl SeedState {
     /// join proof (None if the TLS layer could not give it, which fails the proof).
     pub(crate) fn on_message(
         &mut self,
+        now: Instant,
         conn: ConnId,
         msg: Message,
         exporter: Option<[u8; 32]>,
     ) -> Vec<Action> {
-        if self.members.contains_key(&conn) {
-            // Members' control traffic (heartbeats, leave, checkpoints) is handled by the
-            // failure-detection and elastic layers; formation has nothing more to say.
-            return Vec::new();
+        if self.coord.is_member_conn(conn) {
+            // Members' control traffic: heartbeats, votes, leaves and checkpoints.
+            let mut actions = self.coord.on_message(now, conn, msg);
+            actions.extend(self.try_checkpoint(now));
+            return actions;
         }
         let Some(joiner) = self.joiners.get(&conn) else {
             return Vec::new();
@@ -135,7 +151,11 @@ impl SeedState {
             return self.reject(conn, RejectReason::BadProof, 0);
         }
         if self.formed {
-            return self.reject(conn, RejectReason::ClusterFull, u64::from(self.world_size));
+            // Ranks are assigned at the checkpoint; a requested one cannot be honoured.
+            if self.ca.sign_request(&hello.csr_der, 0, 0).is_err() {
+                return self.reject(conn, RejectReason::BadCertificateRequest, 0);
+            }
+            return self.queue_join(now, conn, hello);
         }
         if let Some(r) = hello.requested_rank {
             if r >= self.world_size {
@@ -161,7 +181,7 @@ impl SeedState {
             j.deadline = None;
             j.accepted_seq = Some(seq);
         }
-        self.try_form()
+        self.try_form(now)
     }
 
     /// The joiner's bytes could not be decoded (the transport already stopped reading).
@@ -177,20 +197,64 @@ impl SeedState {
         }
     }
 
-    pub(crate) fn on_lost(&mut self, conn: ConnId) {
-        // A joiner that leaves before formation frees its slot (and requested rank).
+    pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId) -> Vec<Action> {
+        // A joiner that leaves before formation (or before its checkpoint) frees its slot.
         self.joiners.remove(&conn);
-        self.members.remove(&conn);
+        self.coord.drop_pending(conn);
+        let mut actions = self.coord.on_lost(now, conn);
+        actions.extend(self.try_checkpoint(now));
+        actions
+    }
+
+    /// Elastic limits: (largest world, most pending joins).
+    pub(super) fn elastic_limits(&self) -> (u32, usize) {
+        (self.max_world_size, self.max_pending_joins)
+    }
+
+    /// Set the elastic limits (from `SeedConfig`).
+    pub(crate) fn set_elastic_limits(&mut self, max_world_size: u32, max_pending_joins: usize) {
+        self.max_world_size = max_world_size.max(self.world_size);
+        self.max_pending_joins = max_pending_joins;
+    }
+
+    /// Refuse a joiner (it is told why; nobody else is affected).
+    pub(super) fn reject_joiner(
+        &mut self,
+        conn: ConnId,
+        reason: RejectReason,
+        detail: u64,
+    ) -> Vec<Action> {
+        self.reject(conn, reason, detail)
+    }
+
+    /// Take a joiner out of the formation table (it moves to the pending queue).
+    pub(super) fn take_joiner(&mut self, conn: ConnId) -> Option<SocketAddr> {
+        self.joiners.remove(&conn).map(|j| j.remote)
+    }
+
+    pub(super) fn sign(&self, csr_der: &[u8], member: u32, serial: u64) -> Result<Vec<u8>, ()> {
+        self.ca
+            .sign_request(csr_der, member, serial)
+            .map(|c| c.to_vec())
+            .map_err(|_| ())
+    }
+
+    pub(super) fn ca_cert_der(&self) -> Vec<u8> {
+        self.ca.cert_der().to_vec()
+    }
+
+    pub(super) fn cluster_id(&self) -> [u8; 16] {
+        self.cluster_id
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = self.coord.handle_timeout(now);
         let expired: Vec<ConnId> = self
             .joiners
             .iter()
             .filter(|(_, j)| j.deadline.is_some_and(|d| d <= now))
             .map(|(c, _)| *c)
             .collect();
-        let mut actions = Vec::new();
         for conn in expired {
             let ms = u64::try_from(self.join_timeout.as_millis()).unwrap_or(u64::MAX);
             actions.extend(self.reject(conn, RejectReason::Timeout, ms));
@@ -199,7 +263,11 @@ impl SeedState {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.joiners.values().filter_map(|j| j.deadline).min()
+        self.joiners
+            .values()
+            .filter_map(|j| j.deadline)
+            .chain(self.coord.poll_timeout())
+            .min()
     }
 
     fn reject(&mut self, conn: ConnId, reason: RejectReason, detail: u64) -> Vec<Action> {
@@ -216,7 +284,7 @@ impl SeedState {
     }
 
     /// Once `world_size` joiners are accepted: assign ranks, issue certificates, welcome.
-    fn try_form(&mut self) -> Vec<Action> {
+    fn try_form(&mut self, now: Instant) -> Vec<Action> {
         let mut accepted: Vec<(u64, ConnId)> = self
             .joiners
             .iter()
@@ -258,6 +326,7 @@ impl SeedState {
                 let hello = j.hello.as_ref().expect("accepted joiners have a Hello");
                 PeerEntry {
                     rank: *rank,
+                    member: *rank,
                     addr: advertised(hello.listen_addr, j.remote),
                     incarnation: hello.incarnation,
                 }
@@ -279,6 +348,17 @@ impl SeedState {
         }
         let ca_cert_der = Bytes::from(self.ca.cert_der().to_vec());
         let mut actions = Vec::with_capacity(certs.len() + 1);
+        let roster = peers
+            .iter()
+            .zip(&certs)
+            .map(|(p, (_, conn, _))| Member {
+                conn: *conn,
+                id: p.member,
+                addr: p.addr,
+                incarnation: p.incarnation,
+            })
+            .collect();
+        self.coord.form(now, self.epoch, roster);
         for (rank, conn, cert) in certs {
             actions.push(Action::Send {
                 conn,
@@ -293,7 +373,6 @@ impl SeedState {
                 }),
             });
             self.joiners.remove(&conn);
-            self.members.insert(conn, rank);
         }
         self.formed = true;
         actions.push(Action::Event(Event::ClusterFormed {
@@ -306,7 +385,7 @@ impl SeedState {
 
 /// The address other ranks should dial: the advertised one, with an unspecified IP
 /// replaced by the IP the seed saw the connection come from.
-fn advertised(listen: SocketAddr, remote: SocketAddr) -> SocketAddr {
+pub(super) fn advertised(listen: SocketAddr, remote: SocketAddr) -> SocketAddr {
     if listen.ip().is_unspecified() {
         SocketAddr::new(remote.ip(), listen.port())
     } else {

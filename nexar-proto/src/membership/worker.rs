@@ -76,6 +76,15 @@ pub(crate) struct Membership {
     pub(crate) epoch: u64,
     pub(crate) cluster_id: [u8; 16],
     pub(crate) addrs: BTreeMap<u32, SocketAddr>,
+    /// Rank → member id (the name in its certificate, fixed for its life).
+    pub(crate) ids: BTreeMap<u32, u32>,
+}
+
+impl Membership {
+    /// The rank whose certificate names member `id`.
+    pub(crate) fn rank_of_member(&self, id: u32) -> Option<u32> {
+        self.ids.iter().find(|(_, m)| **m == id).map(|(r, _)| *r)
+    }
 }
 
 #[derive(Debug)]
@@ -194,6 +203,7 @@ impl WorkerState {
 
     fn on_welcome(&mut self, now: Instant, w: Welcome) -> Vec<Action> {
         let addrs: BTreeMap<u32, SocketAddr> = w.peers.iter().map(|p| (p.rank, p.addr)).collect();
+        let ids = w.peers.iter().map(|p| (p.rank, p.member)).collect();
         let me = w.rank;
         self.membership = Some(Membership {
             rank: me,
@@ -201,6 +211,7 @@ impl WorkerState {
             epoch: w.epoch,
             cluster_id: w.cluster_id,
             addrs: addrs.clone(),
+            ids,
         });
         self.phase = Phase::Meshing;
         let mut actions = vec![Action::Listen];
@@ -222,16 +233,17 @@ impl WorkerState {
         actions
     }
 
-    /// A mesh handshake completed. For connections we accepted, `cert_rank` is the rank
-    /// the peer's CA-signed certificate names.
+    /// A mesh handshake completed. For connections we accepted, `cert_member` is the
+    /// member id the peer's CA-signed certificate names.
     pub(crate) fn on_mesh_connected(
         &mut self,
         conn: ConnId,
-        cert_rank: Option<u32>,
+        cert_member: Option<u32>,
     ) -> Vec<Action> {
         let Some(m) = &self.membership else {
             return Vec::new();
         };
+        let cert_rank = cert_member.and_then(|id| m.rank_of_member(id));
         if let Some(&rank) = self.conn_rank.get(&conn) {
             // A dial of ours: webpki already checked the peer's name is this rank.
             if matches!(self.links.get(&rank), Some(Link::Dialing { conn: c, .. }) if *c == conn) {
@@ -487,6 +499,103 @@ impl WorkerState {
         Vec::new()
     }
 
+    /// Move to a new epoch in which the ranks in `map` (old → new) stay and the rest are
+    /// gone: remap every link. Links to those who went are forgotten but not closed: a
+    /// member evicted while paused or cut off must reach us to learn nothing more is
+    /// accepted from it (its old-epoch messages are dropped and counted), and QUIC's idle
+    /// timeout closes them once silent.
+    pub(crate) fn renumber(&mut self, map: &BTreeMap<u32, u32>, new_epoch: u64) {
+        let Some(m) = &mut self.membership else {
+            return;
+        };
+        let Some(&me) = map.get(&m.rank) else {
+            return;
+        };
+        let mut links = BTreeMap::new();
+        for (old, link) in std::mem::take(&mut self.links) {
+            match map.get(&old) {
+                Some(&new) => {
+                    links.insert(new, link);
+                }
+                None => {
+                    if let Link::Dialing { conn, .. } | Link::Connected { conn } = link {
+                        self.conn_rank.remove(&conn);
+                    }
+                }
+            }
+        }
+        self.links = links;
+        for rank in self.conn_rank.values_mut() {
+            if let Some(&new) = map.get(rank) {
+                *rank = new;
+            }
+        }
+        m.addrs = remap(&m.addrs, map);
+        m.ids = remap(&m.ids, map);
+        m.rank = me;
+        m.world_size = map.len() as u32;
+        m.epoch = new_epoch;
+    }
+
+    /// Members who join at a checkpoint: (rank, member id, address). They have the ranks
+    /// after ours and dial us; we await them.
+    pub(crate) fn add_joiners(&mut self, joiners: &[(u32, u32, SocketAddr)]) {
+        let Some(m) = &mut self.membership else {
+            return;
+        };
+        for &(rank, id, addr) in joiners {
+            m.addrs.insert(rank, addr);
+            m.ids.insert(rank, id);
+            if rank != m.rank {
+                self.links.insert(rank, Link::Awaiting);
+            }
+        }
+        m.world_size = m.addrs.len() as u32;
+    }
+
+    /// Whether every mesh link is up.
+    pub(crate) fn all_connected(&self) -> bool {
+        self.links
+            .values()
+            .all(|l| matches!(l, Link::Connected { .. }))
+    }
+
+    /// Every connection this worker holds (mesh links and the seed), to close them.
+    pub(crate) fn close_all(&mut self, code: u64) -> Vec<Action> {
+        self.phase = Phase::Failed;
+        let conns: Vec<ConnId> = self
+            .links
+            .values()
+            .filter_map(|l| match l {
+                Link::Dialing { conn, .. } | Link::Connected { conn } => Some(*conn),
+                _ => None,
+            })
+            .chain(self.seed_conn)
+            .collect();
+        self.links.clear();
+        self.conn_rank.clear();
+        conns
+            .into_iter()
+            .map(|conn| Action::Close {
+                conn,
+                code,
+                reason: bytes::Bytes::new(),
+            })
+            .collect()
+    }
+
+    /// The connected mesh links and the seed connection, for failure detection.
+    pub(crate) fn live_conns(&self) -> Vec<ConnId> {
+        self.links
+            .values()
+            .filter_map(|l| match l {
+                Link::Connected { conn } => Some(*conn),
+                _ => None,
+            })
+            .chain(self.seed_conn)
+            .collect()
+    }
+
     pub(crate) fn fail_with(&mut self, error: JoinError) -> Vec<Action> {
         if matches!(self.phase, Phase::Failed | Phase::Ready) {
             return Vec::new();
@@ -509,6 +618,13 @@ impl WorkerState {
         actions.push(Action::Event(Event::JoinFailed { error }));
         actions
     }
+}
+
+fn remap<V: Clone>(by_rank: &BTreeMap<u32, V>, map: &BTreeMap<u32, u32>) -> BTreeMap<u32, V> {
+    by_rank
+        .iter()
+        .filter_map(|(old, v)| map.get(old).map(|new| (*new, v.clone())))
+        .collect()
 }
 
 /// Whether losing the seed connection before the Welcome is worth another dial: the seed

@@ -21,12 +21,24 @@ impl Node {
     /// Drain everything the transport has to say, feeding the role, until quiet.
     pub(super) fn process(&mut self, now: Instant) {
         loop {
-            while let Some(event) = self.transport.poll_event() {
+            while let Some(event) = self
+                .motion
+                .take_replay()
+                .or_else(|| self.transport.poll_event())
+            {
+                let Some(event) = self.intercept(now, event) else {
+                    continue;
+                };
+                let connected = matches!(event, TransportEvent::Connected { .. });
                 let actions = match &self.role {
                     Role::Seed { .. } => self.route_seed(now, event),
                     Role::Worker(_) => self.route_worker(now, event),
                 };
                 self.apply(now, actions);
+                if connected {
+                    self.watch_links(now);
+                    self.mesh_changed(now);
+                }
             }
             // Point-to-point streams pause after each delivery; now that those messages
             // are matched or buffered (and over-limit sources stopped), read on.
@@ -34,6 +46,7 @@ impl Node {
                 break;
             }
         }
+        self.drive_checkpoint();
     }
 
     fn route_seed(&mut self, now: Instant, event: TransportEvent) -> Vec<Action> {
@@ -52,13 +65,10 @@ impl Node {
                 let exporter = self
                     .transport
                     .export_keying_material(conn, proof::EXPORTER_LABEL);
-                state.on_message(conn, msg, exporter)
+                state.on_message(now, conn, msg, exporter)
             }
             TransportEvent::Malformed { conn, error } => state.on_malformed(conn, &error),
-            TransportEvent::Lost { conn, .. } => {
-                state.on_lost(conn);
-                Vec::new()
-            }
+            TransportEvent::Lost { conn, .. } => state.on_lost(now, conn),
         }
     }
 
@@ -75,11 +85,11 @@ impl Node {
                 w.on_seed_connected(exporter)
             }
             TransportEvent::Connected { conn } => {
-                let cert_rank = w.membership().and_then(|m| {
+                let cert_member = w.membership().and_then(|m| {
                     let certs = self.transport.peer_certificates(conn)?;
                     rank_from_cert(certs.first()?.as_ref(), m.cluster_id)
                 });
-                w.on_mesh_connected(conn, cert_rank)
+                w.on_mesh_connected(conn, cert_member)
             }
             TransportEvent::Message { conn, msg, .. } if Some(conn) == w.seed_conn() => {
                 if let Message::Welcome(welcome) = &msg {
@@ -121,8 +131,18 @@ impl Node {
             }
             TransportEvent::Lost { conn, reason } => {
                 let (lost_rank, actions) = w.on_lost(now, conn, &reason);
-                if let Some(rank) = lost_rank {
-                    self.fail_waiting_on(rank);
+                let left = matches!(
+                    reason,
+                    crate::transport::LostReason::ClosedByPeer { code, .. }
+                        if code == crate::membership::CLOSE_LEFT
+                );
+                match lost_rank {
+                    // It left at a checkpoint whose agreement is on its way to us.
+                    Some(_) if left => {}
+                    Some(rank) => {
+                        self.peer_down(now, rank, crate::event::DownReason::ConnectionLost)
+                    }
+                    None => {}
                 }
                 actions
             }
@@ -143,7 +163,13 @@ impl Node {
                 Action::Close { conn, code, reason } => {
                     self.transport.close(now, conn, code, reason)
                 }
-                Action::Event(event) => self.events.push_back(event),
+                Action::Event(event) => {
+                    let ready = matches!(event, Event::Ready { .. });
+                    self.events.push_back(event);
+                    if ready {
+                        self.on_ready(now);
+                    }
+                }
                 Action::Listen => {
                     // The executor exists from the Welcome on, not from Ready: a peer
                     // that is ready before us may already send its first chunks (with
@@ -159,6 +185,7 @@ impl Node {
                         Ok(config) => self.transport.set_server_config(Some(config)),
                         Err(detail) => self.join_failed(now, JoinError::BadWelcome { detail }),
                     }
+                    self.watch_links(now);
                 }
                 Action::Dial {
                     rank,
@@ -174,7 +201,10 @@ impl Node {
         let Role::Worker(w) = &mut self.role else {
             return;
         };
-        let Some(cluster_id) = w.membership().map(|m| m.cluster_id) else {
+        let Some((cluster_id, member)) = w
+            .membership()
+            .and_then(|m| Some((m.cluster_id, *m.ids.get(&rank)?)))
+        else {
             return;
         };
         let config = match self.tls.mesh_client_config() {
@@ -183,7 +213,7 @@ impl Node {
         };
         match self
             .transport
-            .connect(now, config, addr, &rank_server_name(cluster_id, rank))
+            .connect(now, config, addr, &rank_server_name(cluster_id, member))
         {
             Ok(conn) => w.on_dialed(rank, conn, attempt),
             Err(e) => {
@@ -271,7 +301,7 @@ impl Node {
 
     /// Receives and collectives waiting on a rank that is gone fail now, rather than
     /// wait forever.
-    fn fail_waiting_on(&mut self, rank: u32) {
+    pub(super) fn fail_waiting_on(&mut self, rank: u32) {
         for op in self.p2p.take_posted_from(rank) {
             self.events.push_back(failed(op, rank));
         }

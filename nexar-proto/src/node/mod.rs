@@ -5,6 +5,7 @@
 //! point-to-point. It does no I/O; see the crate docs for the run-loop contract.
 
 mod dispatch;
+mod motion;
 #[cfg(feature = "sim")]
 mod sim_host;
 mod tls;
@@ -22,6 +23,7 @@ use crate::config::{NodeConfig, SeedConfig};
 use crate::crypto::{ClusterCa, DetRng, BOOTSTRAP_SERVER_NAME};
 use crate::error::{CommandError, ConfigError};
 use crate::event::{Event, OpId, Outcome};
+use crate::membership::coordinator::Coordinator;
 use crate::membership::seed::SeedState;
 use crate::membership::worker::WorkerState;
 use crate::p2p::P2p;
@@ -84,6 +86,18 @@ pub enum Command {
         /// Ordering within the group.
         key: i64,
     },
+    /// Start (or join) a recovery round now: under the manual policy, after
+    /// `Event::PeerDown`. Completes with `Outcome::Checkpoint` on the new epoch.
+    Recover,
+    /// Every rank calls this at the same point: pending joins and leaves take effect in
+    /// one agreed epoch change. It waits for this rank's collectives in flight to finish
+    /// (so a resize never cuts one), and commands issued after it wait for the new world.
+    /// Completes with `Outcome::Checkpoint` once the new mesh is up.
+    Checkpoint,
+    /// Leave the cluster at the next checkpoint (this counts as our call to it), without
+    /// tripping anyone's failure detection. Completes with `Outcome::Checkpoint { rank:
+    /// None, .. }`; the node does nothing more.
+    Leave,
 }
 
 /// Seed or worker, with the role's state machine.
@@ -93,7 +107,7 @@ enum Role {
         state: Box<SeedState>,
         ticket: JoinTicket,
     },
-    Worker(WorkerState),
+    Worker(Box<WorkerState>),
 }
 
 /// Counters for tests, benchmarks and operators.
@@ -108,6 +122,9 @@ pub struct NodeStats {
     pub pending_joiners: usize,
     /// Worker: bytes of tagged messages received that no receive has claimed yet.
     pub unmatched_bytes: usize,
+    /// Messages dropped because they belonged to an earlier epoch (or, at the seed, came
+    /// from an evicted member).
+    pub stale_dropped: u64,
 }
 
 /// A nexar node: a seed that forms the cluster, or a worker that is one rank of it.
@@ -123,6 +140,8 @@ pub struct Node {
     exec: Option<Executor>,
     exec_config: ExecConfig,
     events: VecDeque<Event>,
+    /// Failure detection, recovery and epoch changes (workers).
+    motion: motion::Motion,
     next_op: u64,
     /// The latest `now` seen; earlier readings are clamped to it (time never goes back).
     now: Instant,
@@ -155,13 +174,21 @@ impl Node {
         };
         let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
         transport.set_server_config(Some(tls.bootstrap_server_config()?));
-        let state = SeedState::new(
+        let coord = Coordinator::new(
+            config.recovery,
+            config.heartbeat_interval,
+            config.heartbeat_timeout,
+            config.recovery_timeout,
+        );
+        let mut state = SeedState::new(
             seed.world_size,
             seed.secret,
             ca,
             cluster_id,
             config.join_timeout,
+            coord,
         );
+        state.set_elastic_limits(seed.max_world_size, seed.max_pending_joins);
         Ok(Self::assemble(
             config,
             transport,
@@ -205,7 +232,7 @@ impl Node {
         Ok(Self::assemble(
             config,
             transport,
-            Role::Worker(state),
+            Role::Worker(Box::new(state)),
             tls,
             now,
         ))
@@ -232,6 +259,7 @@ impl Node {
                 max_early_bytes: config.max_early_bytes,
             },
             events: VecDeque::new(),
+            motion: motion::Motion::new(&config),
             next_op: 0,
             now,
         };
@@ -317,6 +345,10 @@ impl Node {
                 Role::Worker(_) => 0,
             },
             unmatched_bytes: self.p2p.total_unmatched_bytes(),
+            stale_dropped: match &self.role {
+                Role::Seed { state, .. } => state.coord.stale(),
+                Role::Worker(_) => self.motion.stale(),
+            },
         }
     }
 
@@ -345,6 +377,7 @@ impl Node {
             Role::Worker(w) => w.handle_timeout(now),
         };
         self.apply(now, actions);
+        self.motion_tick(now);
         if let Some(exec) = &mut self.exec {
             let mut out = Vec::new();
             exec.handle_timeout(now, &mut out);
@@ -356,10 +389,32 @@ impl Node {
     // ---- commands ------------------------------------------------------------------
 
     /// Start an operation. Errors mean nothing was started.
+    ///
+    /// While the membership is changing (a recovery under way) commands are accepted
+    /// and held; they start on the new world, in order, once it is agreed.
     pub fn command(&mut self, now: Instant, command: Command) -> Result<OpId, CommandError> {
         let now = self.clock(now);
+        let runnable = self.admit()?;
+        self.ready_membership()?;
+        let op = self.op();
+        let result = if matches!(command, Command::Recover) {
+            self.recover(now, op)
+        } else if matches!(command, Command::Checkpoint | Command::Leave) {
+            self.checkpoint(op, matches!(command, Command::Leave))
+        } else if runnable {
+            self.start(now, op, command)
+        } else {
+            self.hold(op, command);
+            Ok(())
+        };
+        self.process(now);
+        result.map(|()| op)
+    }
+
+    /// Run a command under the id `op` on the current membership.
+    fn start(&mut self, now: Instant, op: OpId, command: Command) -> Result<(), CommandError> {
         let (me, world, epoch) = self.ready_membership()?;
-        let result = match command {
+        match command {
             Command::Send { to, tag, data } => {
                 check_rank(to, world)?;
                 // A frame over the decoder's limit would be refused by the receiver and
@@ -371,7 +426,6 @@ impl Node {
                         limit,
                     });
                 }
-                let op = self.op();
                 if to == me {
                     let seq = self.p2p.next_seq(to, tag);
                     self.deliver_tagged(now, me, tag, seq, data);
@@ -396,16 +450,13 @@ impl Node {
                     op,
                     outcome: Ok(Outcome::Sent),
                 });
-                Ok(op)
             }
             Command::Recv { from, tag } => {
                 check_rank(from, world)?;
-                let op = self.op();
                 if let Some(event) = self.p2p.post(op, from, tag) {
                     self.events.push_back(event);
                     self.resume_reading(from);
                 }
-                Ok(op)
             }
             Command::Collective {
                 comm,
@@ -415,24 +466,22 @@ impl Node {
                 count,
                 input,
             } => {
-                let op = self.op();
                 let mut out = Vec::new();
                 let exec = self.exec.as_mut().ok_or(CommandError::NotReady)?;
                 exec.start(now, op, comm, kind, reduce, root, count, input, &mut out)?;
                 self.apply_exec(out);
-                Ok(op)
             }
             Command::Split { comm, color, key } => {
-                let op = self.op();
                 let mut out = Vec::new();
                 let exec = self.exec.as_mut().ok_or(CommandError::NotReady)?;
                 exec.split(now, op, comm, color, key, &mut out)?;
                 self.apply_exec(out);
-                Ok(op)
             }
-        };
-        self.process(now);
-        result
+            Command::Recover => self.recover(now, op)?,
+            Command::Checkpoint => self.checkpoint(op, false)?,
+            Command::Leave => self.checkpoint(op, true)?,
+        }
+        Ok(())
     }
 
     // ---- outputs -------------------------------------------------------------------
@@ -460,10 +509,15 @@ impl Node {
             Role::Worker(w) => w.poll_timeout(),
         };
         let exec = self.exec.as_ref().and_then(Executor::poll_timeout);
-        [self.transport.poll_timeout(), role, exec]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.transport.poll_timeout(),
+            role,
+            exec,
+            self.motion.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- internals -----------------------------------------------------------------

@@ -129,10 +129,17 @@ impl Tls {
         if spki != self.identity.public_key_der() {
             return Err("node certificate is not for our key".into());
         }
+        // The certificate names our member id (fixed for life), which the peer table
+        // gives next to our rank (which changes with epochs).
+        let member = welcome
+            .peers
+            .iter()
+            .find(|p| p.rank == welcome.rank)
+            .map(|p| p.member);
         match rank_from_cert(&welcome.node_cert_der, welcome.cluster_id) {
-            Some(r) if r == welcome.rank => Ok(()),
+            Some(id) if Some(id) == member => Ok(()),
             other => Err(format!(
-                "node certificate names rank {other:?}, welcome says {}",
+                "node certificate names member {other:?}, the peer table says {member:?} for rank {}",
                 welcome.rank
             )),
         }

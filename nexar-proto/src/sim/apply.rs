@@ -155,8 +155,27 @@ impl<H: SimHost> Sim<H> {
         self.queue.cancel(resume);
         let slot = self.slot_mut(id);
         slot.state = HostState::Running;
-        let inbox = std::mem::take(&mut slot.inbox);
         slot.inbox_bytes = 0;
+        // A process woken from a long stop finds its timers overdue as well as data in
+        // its socket; it runs the overdue timer first (so it acts on its stale view
+        // before it reads what happened meanwhile, the harder case for its peers).
+        let now = self.now();
+        if self
+            .slot_mut(id)
+            .host
+            .poll_timeout()
+            .is_some_and(|t| t <= now)
+        {
+            self.stats.timeouts += 1;
+            self.trace.record(
+                self.elapsed,
+                super::trace::TraceEvent::Timeout { host: id },
+                &[],
+            );
+            self.slot_mut(id).host.handle_timeout(now);
+            self.drain(id);
+        }
+        let inbox = std::mem::take(&mut self.slot_mut(id).inbox);
         for d in inbox {
             self.deliver_now(d);
         }

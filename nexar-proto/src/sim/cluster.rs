@@ -97,6 +97,18 @@ impl ClusterSim {
         link: LinkConfig,
         adjust_seed: impl FnOnce(NodeConfig) -> NodeConfig,
     ) -> Self {
+        Self::new_elastic(sim_seed, world_size, link, adjust_seed, |s| s)
+    }
+
+    /// As [`new_with`](Self::new_with), with `adjust_elastic` changing the seed's
+    /// [`SeedConfig`] (its elastic limits, say).
+    pub fn new_elastic(
+        sim_seed: u64,
+        world_size: u32,
+        link: LinkConfig,
+        adjust_seed: impl FnOnce(NodeConfig) -> NodeConfig,
+        adjust_elastic: impl FnOnce(SeedConfig) -> SeedConfig,
+    ) -> Self {
         let mut config = SimConfig::with_seed(sim_seed);
         config.default_link = link;
         let mut sim = Sim::new(config);
@@ -104,7 +116,7 @@ impl ClusterSim {
         let secret = node_seed(sim_seed, u64::MAX, "join-secret");
         let node = Node::seed(
             adjust_seed(Self::node_config(sim_seed, 0, addr)),
-            SeedConfig::new(world_size, secret),
+            adjust_elastic(SeedConfig::new(world_size, secret)),
             sim.now(),
         )
         .expect("a valid seed config");
@@ -118,6 +130,21 @@ impl ClusterSim {
             sim_seed,
             events: BTreeMap::new(),
         }
+    }
+
+    /// A seed and `world_size` workers, every node's config (the seed's too) changed by
+    /// `adjust` (say, the recovery policy and heartbeat timings), not yet run.
+    pub fn with_workers_config(
+        sim_seed: u64,
+        world_size: u32,
+        link: LinkConfig,
+        adjust: impl Fn(NodeConfig) -> NodeConfig,
+    ) -> Self {
+        let mut c = Self::new_with(sim_seed, world_size, link, &adjust);
+        for _ in 0..world_size {
+            c.add_worker(&adjust);
+        }
+        c
     }
 
     /// A seed and `world_size` honest workers, not yet run.

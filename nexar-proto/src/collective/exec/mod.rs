@@ -498,6 +498,20 @@ impl Executor {
         self.ops.values().map(|o| o.deadline).min()
     }
 
+    /// The membership is changing: every operation fails with `err` (none may finish on
+    /// a world that no longer exists, nor with part of the data).
+    pub(crate) fn fail_all(&mut self, err: &OpError, out: &mut Vec<ExecOutput>) {
+        let all: Vec<(u64, u64)> = self.ops.keys().copied().collect();
+        for (comm, seq) in all {
+            self.fail(comm, seq, err.clone(), out);
+        }
+    }
+
+    /// Operations in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
     /// A world rank is gone: every operation on a communicator that holds it fails.
     pub(crate) fn on_peer_lost(&mut self, rank: u32, out: &mut Vec<ExecOutput>) {
         let affected: Vec<(u64, u64)> = self

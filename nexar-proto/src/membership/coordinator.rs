@@ -1,0 +1,348 @@
+//! The seed after formation: the one place where epoch changes are decided.
+//!
+//! Why the seed: an epoch change must be one agreed message, and two deciders can
+//! disagree (a one-way partition makes each side see the other dead). With a single
+//! coordinator there is exactly one sequence of epochs, so there is no split brain by
+//! construction; the price is that recovery needs the seed alive, as torchrun's
+//! rendezvous needs its store. Collectives and point-to-point never touch the seed.
+//!
+//! A recovery round: a member (or the seed itself, under the automatic policy) reports
+//! dead ranks; the seed opens a round for the current epoch and calls every member not
+//! yet known dead for its vote (its own suspicions). When every such member has voted,
+//! or at `recovery_timeout` (the silent ones are then counted dead too, which is how a
+//! second failure during recovery converges), the seed sends `RecoveryAgreed` to every
+//! member it can still reach, dead ones included so that a partitioned or paused node
+//! learns it was evicted. Survivors renumber densely in their old order.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::liveness::Liveness;
+use super::Action;
+use crate::codec::{Heartbeat, Message, RecoveryAgreed, RecoveryVote};
+use crate::config::RecoveryPolicy;
+use crate::event::Event;
+use crate::transport::ConnId;
+
+/// One member as the seed knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    /// Its control connection to the seed.
+    pub(crate) conn: ConnId,
+    /// The id its certificate names.
+    pub(crate) id: u32,
+    /// Where peers dial it.
+    pub(crate) addr: SocketAddr,
+    /// Its incarnation.
+    pub(crate) incarnation: u64,
+}
+
+/// A joiner admitted after formation, waiting for the next checkpoint.
+#[derive(Debug)]
+pub(crate) struct PendingJoin {
+    pub(crate) conn: ConnId,
+    pub(crate) remote: SocketAddr,
+    pub(crate) hello: crate::codec::Hello,
+}
+
+#[derive(Debug)]
+struct Round {
+    dead: BTreeSet<u32>,
+    voted: BTreeSet<u32>,
+    deadline: Instant,
+}
+
+/// The seed's view of the formed cluster.
+#[derive(Debug)]
+pub(crate) struct Coordinator {
+    policy: RecoveryPolicy,
+    recovery_timeout: Duration,
+    liveness: Liveness,
+    epoch: u64,
+    /// Index = rank.
+    members: Vec<Member>,
+    /// Evicted members' connections. Not closed by us: an evicted node that was only
+    /// paused or cut off must still hear the verdict, and its late messages must reach us
+    /// to be rejected by epoch (a closed connection would answer with a stateless reset,
+    /// which says nothing). QUIC's idle timeout ends them once they fall silent.
+    evicted: BTreeSet<ConnId>,
+    round: Option<Round>,
+    /// Control messages from an earlier epoch, dropped.
+    stale: u64,
+    /// Joiners waiting for the next checkpoint, in arrival order (bounded by the seed).
+    pub(crate) pending: Vec<PendingJoin>,
+    /// Ranks that asked for the checkpoint of this epoch.
+    pub(crate) requested: BTreeSet<u32>,
+    /// Ranks that asked to leave at it (they count as requesting it).
+    pub(crate) leaving: BTreeSet<u32>,
+    /// The next member id to give a joiner (ids are never reused).
+    pub(crate) next_member: u32,
+}
+
+impl Coordinator {
+    pub(crate) fn new(
+        policy: RecoveryPolicy,
+        heartbeat_interval: Duration,
+        heartbeat_timeout: Duration,
+        recovery_timeout: Duration,
+    ) -> Self {
+        Self {
+            policy,
+            recovery_timeout,
+            liveness: Liveness::new(heartbeat_interval, heartbeat_timeout),
+            epoch: 0,
+            members: Vec::new(),
+            evicted: BTreeSet::new(),
+            round: None,
+            stale: 0,
+            pending: Vec::new(),
+            requested: BTreeSet::new(),
+            leaving: BTreeSet::new(),
+            next_member: 0,
+        }
+    }
+
+    /// The cluster formed at `epoch` with `members` in rank order.
+    pub(crate) fn form(&mut self, now: Instant, epoch: u64, members: Vec<Member>) {
+        for m in &members {
+            self.liveness.track(m.conn, now);
+        }
+        self.epoch = epoch;
+        self.next_member = members.iter().map(|m| m.id + 1).max().unwrap_or(0);
+        self.members = members;
+    }
+
+    pub(crate) fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Every member asked for the checkpoint (or to leave), and no recovery is open.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        self.round.is_none()
+            && !self.members.is_empty()
+            && (0..self.members.len() as u32)
+                .all(|r| self.requested.contains(&r) || self.leaving.contains(&r))
+    }
+
+    /// Install the membership a checkpoint agreed (the seed built it); requests start over.
+    pub(crate) fn install(&mut self, now: Instant, epoch: u64, members: Vec<Member>) {
+        for m in &self.members {
+            if !members.iter().any(|n| n.conn == m.conn) {
+                self.liveness.untrack(m.conn);
+            }
+        }
+        for m in &members {
+            self.liveness.track(m.conn, now);
+        }
+        self.members = members;
+        self.epoch = epoch;
+        self.requested.clear();
+        self.leaving.clear();
+    }
+
+    /// A pending joiner's connection ended.
+    pub(crate) fn drop_pending(&mut self, conn: ConnId) {
+        self.pending.retain(|p| p.conn != conn);
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub(crate) fn world_size(&self) -> u32 {
+        self.members.len() as u32
+    }
+
+    /// Stale control messages dropped so far (from an older epoch or an evicted member).
+    pub(crate) fn stale(&self) -> u64 {
+        self.stale
+    }
+
+    pub(crate) fn is_member_conn(&self, conn: ConnId) -> bool {
+        self.rank_of(conn).is_some() || self.evicted.contains(&conn)
+    }
+
+    fn rank_of(&self, conn: ConnId) -> Option<u32> {
+        self.members
+            .iter()
+            .position(|m| m.conn == conn)
+            .map(|r| r as u32)
+    }
+
+    pub(crate) fn on_message(&mut self, now: Instant, conn: ConnId, msg: Message) -> Vec<Action> {
+        self.liveness.heard(conn, now);
+        let Some(rank) = self.rank_of(conn) else {
+            // An evicted member still talking: its epoch is over.
+            self.stale += 1;
+            return Vec::new();
+        };
+        match msg {
+            Message::Heartbeat(_) => Vec::new(),
+            Message::RecoveryVote(v) if v.epoch == self.epoch && v.voter == rank => {
+                self.vote(now, Some(rank), &v.dead)
+            }
+            Message::RecoveryVote(_) => {
+                self.stale += 1;
+                Vec::new()
+            }
+            Message::CheckpointRequest(r) if r.epoch == self.epoch && r.rank == rank => {
+                self.requested.insert(rank);
+                Vec::new()
+            }
+            Message::Leave(l) if l.epoch == self.epoch && l.rank == rank => {
+                self.leaving.insert(rank);
+                Vec::new()
+            }
+            Message::CheckpointRequest(_) | Message::Leave(_) => {
+                self.stale += 1;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A member's connection to the seed ended.
+    pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId) -> Vec<Action> {
+        self.liveness.untrack(conn);
+        if self.evicted.remove(&conn) {
+            return Vec::new();
+        }
+        match self.rank_of(conn) {
+            Some(rank) => self.suspect(now, rank),
+            None => Vec::new(),
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
+        let tick = self.liveness.handle_timeout(now, true);
+        let mut actions: Vec<Action> = tick
+            .beats
+            .into_iter()
+            .map(|(conn, seq)| Action::Send {
+                conn,
+                msg: Message::Heartbeat(Heartbeat {
+                    epoch: self.epoch,
+                    seq,
+                }),
+            })
+            .collect();
+        for conn in tick.silent {
+            if let Some(rank) = self.rank_of(conn) {
+                actions.extend(self.suspect(now, rank));
+            }
+        }
+        if let Some(round) = &mut self.round {
+            if round.deadline <= now {
+                // The silent are dead too: that is how a second failure converges.
+                let silent: Vec<u32> = (0..self.members.len() as u32)
+                    .filter(|r| !round.dead.contains(r) && !round.voted.contains(r))
+                    .collect();
+                round.dead.extend(silent);
+                actions.extend(self.commit(now));
+            }
+        }
+        actions
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.liveness
+            .poll_timeout()
+            .into_iter()
+            .chain(self.round.as_ref().map(|r| r.deadline))
+            .min()
+    }
+
+    /// The seed itself finds `rank` dead (silent, or its connection lost).
+    fn suspect(&mut self, now: Instant, rank: u32) -> Vec<Action> {
+        // Under abort and manual, the members decide whether to recover; the seed only
+        // adds what it knows to a round someone opened.
+        if self.policy == RecoveryPolicy::Automatic || self.round.is_some() {
+            self.vote(now, None, &[rank])
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A vote (from `voter`, or from the seed itself when `None`) naming `dead`.
+    fn vote(&mut self, now: Instant, voter: Option<u32>, dead: &[u32]) -> Vec<Action> {
+        let world = self.members.len() as u32;
+        let opened = self.round.is_none();
+        let round = self.round.get_or_insert_with(|| Round {
+            dead: BTreeSet::new(),
+            voted: BTreeSet::new(),
+            deadline: now + self.recovery_timeout,
+        });
+        let before = round.dead.len();
+        round.dead.extend(
+            dead.iter()
+                .copied()
+                .filter(|r| *r < world && Some(*r) != voter),
+        );
+        if let Some(v) = voter {
+            round.voted.insert(v);
+        }
+        let grew = round.dead.len() > before;
+        let mut actions = Vec::new();
+        if opened || grew {
+            let call = Message::RecoveryVote(RecoveryVote {
+                epoch: self.epoch,
+                voter: RecoveryVote::COORDINATOR,
+                dead: round.dead.iter().copied().collect(),
+            });
+            for (rank, m) in self.members.iter().enumerate() {
+                let rank = rank as u32;
+                if !round.dead.contains(&rank) && !round.voted.contains(&rank) {
+                    actions.push(Action::Send {
+                        conn: m.conn,
+                        msg: call.clone(),
+                    });
+                }
+            }
+        }
+        let complete = (0..world).all(|r| round.dead.contains(&r) || round.voted.contains(&r));
+        if complete {
+            actions.extend(self.commit(now));
+        }
+        actions
+    }
+
+    /// Decide the round: everyone still reachable hears the same verdict.
+    fn commit(&mut self, _now: Instant) -> Vec<Action> {
+        let Some(round) = self.round.take() else {
+            return Vec::new();
+        };
+        let new_epoch = self.epoch + 1;
+        let verdict = Message::RecoveryAgreed(RecoveryAgreed {
+            old_epoch: self.epoch,
+            new_epoch,
+            dead: round.dead.iter().copied().collect(),
+        });
+        let mut actions: Vec<Action> = self
+            .members
+            .iter()
+            .map(|m| Action::Send {
+                conn: m.conn,
+                msg: verdict.clone(),
+            })
+            .collect();
+        let members = std::mem::take(&mut self.members);
+        for (rank, m) in members.into_iter().enumerate() {
+            if round.dead.contains(&(rank as u32)) {
+                self.liveness.untrack(m.conn);
+                self.evicted.insert(m.conn);
+            } else {
+                self.members.push(m);
+            }
+        }
+        self.epoch = new_epoch;
+        // Checkpoint requests were for the old epoch; members send them again.
+        self.requested.clear();
+        self.leaving.clear();
+        actions.push(Action::Event(Event::MembershipChanged {
+            epoch: new_epoch,
+            world_size: self.members.len() as u32,
+        }));
+        actions
+    }
+}

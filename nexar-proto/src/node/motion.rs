@@ -1,0 +1,691 @@
+//! Membership in motion on a worker: failure detection, the recovery policies, and moving
+//! to the seed's agreed epochs.
+//!
+//! Rules that keep every survivor consistent:
+//! - nothing in flight completes across an epoch change: when recovery starts, every
+//!   operation fails with `PeerLost` naming the first dead rank, so no survivor returns a
+//!   result computed on part of the world;
+//! - the new membership comes only from the seed's `RecoveryAgreed` (never from local
+//!   suspicion), so all survivors land on the same epoch, dead set and rank map;
+//! - traffic stamped with a later epoch than ours is held (bounded) and replayed once we
+//!   get there; traffic from an earlier epoch is dropped and counted.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::{Command, Node, Role};
+use crate::codec::{Heartbeat, Message, RecoveryAgreed, RecoveryVote};
+use crate::collective::exec::Executor;
+use crate::config::{NodeConfig, RecoveryPolicy};
+use crate::error::{CommandError, OpError};
+use crate::event::{DownReason, Event, OpId, Outcome};
+use crate::membership::liveness::Liveness;
+use crate::membership::view::renumber;
+use crate::p2p::P2p;
+use crate::transport::{StreamClass, TransportEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Normal,
+    /// Waiting for the seed's verdict; commands are held until then.
+    Recovering {
+        deadline: Instant,
+    },
+    /// Abort policy: a peer died; nothing runs any more.
+    Aborted {
+        rank: u32,
+    },
+    /// Evicted, recovery failed (or left): no longer a member.
+    Gone,
+}
+
+/// A `checkpoint()` or `leave()` on its way.
+#[derive(Debug, Clone, Copy)]
+struct Checkpoint {
+    op: OpId,
+    leave: bool,
+    /// The request is with the seed (sent once our collectives in flight are done).
+    sent: bool,
+    /// The agreement is applied; waiting for the joiners' connections.
+    meshing: bool,
+}
+
+/// The worker's failure-detection and recovery state.
+#[derive(Debug)]
+pub(super) struct Motion {
+    policy: RecoveryPolicy,
+    recovery_wait: Duration,
+    liveness: Liveness,
+    state: State,
+    /// Ranks (in the current epoch) found down and not yet resolved by an epoch change.
+    suspected: BTreeSet<u32>,
+    /// Commands issued while recovering, started in order on the new world.
+    held: VecDeque<(OpId, Command)>,
+    /// `Recover` commands waiting for the new epoch.
+    recover_ops: Vec<OpId>,
+    /// Traffic from a later epoch than ours, replayed once we reach it.
+    future: VecDeque<TransportEvent>,
+    future_bytes: usize,
+    max_future_bytes: usize,
+    /// Messages dropped because they belong to an earlier epoch.
+    stale: u64,
+    checkpoint: Option<Checkpoint>,
+    /// Checkpoints requested so far (the counter sent to the seed).
+    checkpoints: u64,
+}
+
+impl Motion {
+    pub(super) fn new(config: &NodeConfig) -> Self {
+        Self {
+            policy: config.recovery,
+            // The seed waits `recovery_timeout` for votes; allow for that, a detection
+            // window and the verdict's trip.
+            recovery_wait: config.recovery_timeout * 2 + config.heartbeat_timeout,
+            liveness: Liveness::new(config.heartbeat_interval, config.heartbeat_timeout),
+            state: State::Normal,
+            suspected: BTreeSet::new(),
+            held: VecDeque::new(),
+            recover_ops: Vec::new(),
+            future: VecDeque::new(),
+            future_bytes: 0,
+            max_future_bytes: config.max_early_bytes,
+            stale: 0,
+            checkpoint: None,
+            checkpoints: 0,
+        }
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let recovery = match self.state {
+            State::Recovering { deadline } => Some(deadline),
+            _ => None,
+        };
+        match self.state {
+            State::Gone | State::Aborted { .. } => None,
+            _ => self
+                .liveness
+                .poll_timeout()
+                .into_iter()
+                .chain(recovery)
+                .min(),
+        }
+    }
+
+    pub(super) fn stale(&self) -> u64 {
+        self.stale
+    }
+
+    pub(super) fn take_replay(&mut self) -> Option<TransportEvent> {
+        if matches!(self.state, State::Normal) && !self.checkpoint.is_some_and(|c| c.sent) {
+            let e = self.future.pop_front();
+            if let Some(TransportEvent::Message { msg, .. }) = &e {
+                self.future_bytes = self.future_bytes.saturating_sub(message_len(msg));
+            }
+            e
+        } else {
+            None
+        }
+    }
+}
+
+fn message_len(msg: &Message) -> usize {
+    match msg {
+        Message::Chunk(c) => c.payload.len(),
+        Message::Tagged(t) => t.payload.len(),
+        _ => 0,
+    }
+}
+
+impl Node {
+    /// Whether a command may run now: `Ok(true)` to start it, `Ok(false)` to hold it.
+    pub(super) fn admit(&self) -> Result<bool, CommandError> {
+        match self.motion.state {
+            State::Normal => Ok(self.motion.checkpoint.is_none()),
+            State::Recovering { .. } => Ok(false),
+            State::Aborted { rank } => Err(CommandError::Aborted { rank }),
+            State::Gone => Err(CommandError::NotMember),
+        }
+    }
+
+    pub(super) fn hold(&mut self, op: OpId, command: Command) {
+        self.motion.held.push_back((op, command));
+    }
+
+    /// `Command::Checkpoint` / `Command::Leave`.
+    pub(super) fn checkpoint(&mut self, op: OpId, leave: bool) -> Result<(), CommandError> {
+        if self.motion.checkpoint.is_some() {
+            return Err(CommandError::MembershipBusy);
+        }
+        self.motion.checkpoint = Some(Checkpoint {
+            op,
+            leave,
+            sent: false,
+            meshing: false,
+        });
+        Ok(())
+    }
+
+    /// Send the checkpoint request once nothing of ours is in flight and no recovery is
+    /// under way (called after every input).
+    pub(super) fn drive_checkpoint(&mut self) {
+        let Some(cp) = self.motion.checkpoint else {
+            return;
+        };
+        if cp.sent || !matches!(self.motion.state, State::Normal) {
+            return;
+        }
+        if self.exec.as_ref().is_some_and(|e| e.in_flight() > 0) {
+            return;
+        }
+        let Some((me, _, epoch)) = self.membership_now() else {
+            return;
+        };
+        let Role::Worker(w) = &self.role else {
+            return;
+        };
+        let Some(conn) = w.seed_conn() else {
+            return;
+        };
+        self.motion.checkpoints += 1;
+        let msg = if cp.leave {
+            Message::Leave(crate::codec::Leave { epoch, rank: me })
+        } else {
+            Message::CheckpointRequest(crate::codec::CheckpointRequest {
+                epoch,
+                rank: me,
+                checkpoint: self.motion.checkpoints,
+            })
+        };
+        if self
+            .transport
+            .send(conn, StreamClass::Control, msg.to_frame())
+            .is_ok()
+        {
+            self.motion.checkpoint = Some(Checkpoint { sent: true, ..cp });
+        }
+    }
+
+    /// A mesh link came up: a checkpoint may be complete.
+    pub(super) fn mesh_changed(&mut self, now: Instant) {
+        let Some(cp) = self.motion.checkpoint else {
+            return;
+        };
+        let done = matches!(&self.role, Role::Worker(w) if w.all_connected());
+        if cp.meshing && done {
+            self.finish_checkpoint(now);
+        }
+    }
+
+    fn finish_checkpoint(&mut self, now: Instant) {
+        let Some(cp) = self.motion.checkpoint.take() else {
+            return;
+        };
+        if let Some((me, world, epoch)) = self.membership_now() {
+            self.complete(
+                cp.op,
+                Ok(Outcome::Checkpoint {
+                    epoch,
+                    rank: Some(me),
+                    world_size: world,
+                }),
+            );
+        }
+        self.release_held(now);
+    }
+
+    /// The seed's checkpoint agreement.
+    fn on_agreed(&mut self, now: Instant, agreed: crate::codec::CheckpointAgreed) {
+        let Some((me, _, epoch)) = self.membership_now() else {
+            return;
+        };
+        if agreed.old_epoch != epoch || !matches!(self.motion.state, State::Normal) {
+            self.motion.stale += 1;
+            return;
+        }
+        if agreed.leavers.contains(&me) {
+            let op = self.motion.checkpoint.take().map(|c| c.op);
+            if let Some(op) = op {
+                self.complete(
+                    op,
+                    Ok(Outcome::Checkpoint {
+                        epoch: agreed.new_epoch,
+                        rank: None,
+                        world_size: agreed.new_world_size,
+                    }),
+                );
+            }
+            self.stop(now, crate::membership::CLOSE_LEFT, None);
+            return;
+        }
+        if agreed.new_epoch == epoch {
+            // Nothing was pending: the checkpoint is a no-op agreement.
+            self.finish_checkpoint(now);
+            return;
+        }
+        let map: std::collections::BTreeMap<u32, u32> = agreed
+            .members
+            .iter()
+            .filter_map(|m| m.old_rank.map(|o| (o, m.new_rank)))
+            .collect();
+        let joiners: Vec<(u32, u32, std::net::SocketAddr)> = agreed
+            .members
+            .iter()
+            .filter(|m| m.old_rank.is_none())
+            .map(|m| (m.new_rank, m.member, m.addr))
+            .collect();
+        if !map.contains_key(&me) {
+            self.motion.stale += 1;
+            return;
+        }
+        match &mut self.role {
+            Role::Worker(w) => {
+                w.renumber(&map, agreed.new_epoch);
+                w.add_joiners(&joiners);
+            }
+            Role::Seed { .. } => return,
+        }
+        if !agreed.leavers.is_empty() {
+            // Ranks moved: receives posted under the old numbering are withdrawn.
+            for op in self.p2p.take_all_posted() {
+                self.complete(
+                    op,
+                    Err(OpError::EpochChanged {
+                        epoch: agreed.new_epoch,
+                    }),
+                );
+            }
+        }
+        self.enter_epoch(now, &map, !agreed.leavers.is_empty());
+        let (rank, world) = self.membership_now().map_or((0, 0), |(r, w, _)| (r, w));
+        self.events.push_back(Event::EpochChanged {
+            epoch: agreed.new_epoch,
+            rank,
+            world_size: world,
+            dead: Vec::new(),
+            left: agreed.leavers.clone(),
+            joined: joiners.iter().map(|j| j.0).collect(),
+        });
+        if let Some(cp) = &mut self.motion.checkpoint {
+            cp.meshing = true;
+        }
+        self.mesh_changed(now);
+    }
+
+    /// `Command::Recover`: start (or join) a recovery round now.
+    pub(super) fn recover(&mut self, now: Instant, op: OpId) -> Result<(), CommandError> {
+        self.motion.recover_ops.push(op);
+        if matches!(self.motion.state, State::Normal) {
+            let blamed = self.motion.suspected.first().copied();
+            self.start_recovery(now, blamed);
+        }
+        Ok(())
+    }
+
+    /// Heartbeat every link from the moment it is up (peers that are ready before us
+    /// must hear from us while we finish our own mesh).
+    pub(super) fn watch_links(&mut self, now: Instant) {
+        if let Role::Worker(w) = &self.role {
+            if w.membership().is_some() {
+                for conn in w.live_conns() {
+                    self.motion.liveness.track(conn, now);
+                }
+            }
+        }
+    }
+
+    /// Formation is over: judge silence from now on.
+    pub(super) fn on_ready(&mut self, now: Instant) {
+        self.watch_links(now);
+        self.motion.liveness.refresh(now);
+    }
+
+    /// Heartbeats and silence; the recovery deadline.
+    pub(super) fn motion_tick(&mut self, now: Instant) {
+        let detect = self.is_ready() || matches!(self.motion.state, State::Recovering { .. });
+        let tick = self.motion.liveness.handle_timeout(now, detect);
+        let epoch = self.epoch();
+        for (conn, seq) in tick.beats {
+            let frame = Message::Heartbeat(Heartbeat { epoch, seq }).to_frame();
+            let _ = self.transport.send(conn, StreamClass::Control, frame);
+        }
+        for conn in tick.silent {
+            let rank = match &self.role {
+                Role::Worker(w) => w.rank_of(conn),
+                Role::Seed { .. } => None,
+            };
+            if let Some(rank) = rank {
+                self.peer_down(now, rank, DownReason::Silent);
+            }
+            // A silent seed matters only to a recovery, whose own deadline covers it.
+        }
+        if let State::Recovering { deadline } = self.motion.state {
+            if deadline <= now {
+                self.leave_cluster(
+                    now,
+                    Event::RecoveryFailed {
+                        detail: "no agreement from the seed in time".into(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Look at a transport event before routing: liveness, the seed's verdicts, and
+    /// traffic from other epochs. Returns the event if routing should still see it.
+    pub(super) fn intercept(
+        &mut self,
+        now: Instant,
+        event: TransportEvent,
+    ) -> Option<TransportEvent> {
+        let TransportEvent::Message { conn, msg, class } = &event else {
+            return Some(event);
+        };
+        self.motion.liveness.heard(*conn, now);
+        let Role::Worker(w) = &self.role else {
+            return Some(event);
+        };
+        let Some(epoch) = w.membership().map(|m| m.epoch) else {
+            return Some(event);
+        };
+        let from_seed = w.seed_conn() == Some(*conn);
+        let msg_epoch = match msg {
+            Message::Heartbeat(h) => {
+                // Only from someone who missed an epoch change: an evicted member that
+                // was paused or cut off (or a peer a moment behind us).
+                if h.epoch < epoch {
+                    self.motion.stale += 1;
+                }
+                return None;
+            }
+            Message::RecoveryVote(v) if from_seed => {
+                let v = v.clone();
+                self.on_call(now, v);
+                return None;
+            }
+            Message::RecoveryAgreed(a) if from_seed => {
+                let a = a.clone();
+                self.on_verdict(now, a);
+                return None;
+            }
+            Message::CheckpointAgreed(a) if from_seed => {
+                let a = a.clone();
+                self.on_agreed(now, a);
+                return None;
+            }
+            Message::Chunk(c) if *class == StreamClass::Collective => c.header.epoch,
+            Message::Tagged(t) => t.epoch,
+            _ => return Some(event),
+        };
+        if msg_epoch < epoch {
+            self.motion.stale += 1;
+            return None;
+        }
+        if msg_epoch > epoch || !matches!(self.motion.state, State::Normal) {
+            // A peer is ahead of us (it applied the verdict first), or we are between
+            // epochs: keep it for when we get there, within a bound.
+            let len = message_len(msg);
+            if self.motion.future_bytes + len > self.motion.max_future_bytes {
+                self.motion.stale += 1;
+                return None;
+            }
+            self.motion.future_bytes += len;
+            self.motion.future.push_back(event);
+            return None;
+        }
+        Some(event)
+    }
+
+    /// A mesh peer is down (silent, or its connection lost).
+    pub(super) fn peer_down(&mut self, now: Instant, rank: u32, reason: DownReason) {
+        if matches!(self.motion.state, State::Gone) || !self.motion.suspected.insert(rank) {
+            return;
+        }
+        self.events.push_back(Event::PeerDown { rank, reason });
+        match self.motion.state {
+            State::Normal => match self.motion.policy {
+                RecoveryPolicy::Abort => self.abort(rank),
+                RecoveryPolicy::Automatic => self.start_recovery(now, Some(rank)),
+                _ => self.fail_waiting_on(rank),
+            },
+            State::Recovering { .. } => self.send_vote(),
+            State::Aborted { .. } | State::Gone => {}
+        }
+    }
+
+    fn abort(&mut self, rank: u32) {
+        self.motion.state = State::Aborted { rank };
+        self.fail_everything(&OpError::PeerLost { rank });
+        if let Some(cp) = self.motion.checkpoint.take() {
+            self.complete(cp.op, Err(OpError::PeerLost { rank }));
+        }
+        for (op, _) in std::mem::take(&mut self.motion.held) {
+            self.complete(op, Err(OpError::PeerLost { rank }));
+        }
+    }
+
+    fn start_recovery(&mut self, now: Instant, blamed: Option<u32>) {
+        self.motion.state = State::Recovering {
+            deadline: now + self.motion.recovery_wait,
+        };
+        if let Some(rank) = blamed {
+            self.fail_everything(&OpError::PeerLost { rank });
+        }
+        self.send_vote();
+    }
+
+    fn send_vote(&mut self) {
+        let Role::Worker(w) = &self.role else {
+            return;
+        };
+        let (Some(conn), Some(m)) = (w.seed_conn(), w.membership()) else {
+            return; // no seed: the recovery deadline reports it
+        };
+        let vote = Message::RecoveryVote(RecoveryVote {
+            epoch: m.epoch,
+            voter: m.rank,
+            dead: self.motion.suspected.iter().copied().collect(),
+        });
+        let _ = self
+            .transport
+            .send(conn, StreamClass::Control, vote.to_frame());
+    }
+
+    /// The seed opened a round and asks for our vote.
+    fn on_call(&mut self, now: Instant, call: RecoveryVote) {
+        if call.voter != RecoveryVote::COORDINATOR || call.epoch != self.epoch() {
+            self.motion.stale += 1;
+            return;
+        }
+        for &rank in &call.dead {
+            if self.motion.suspected.insert(rank) {
+                self.events.push_back(Event::PeerDown {
+                    rank,
+                    reason: DownReason::Agreed,
+                });
+            }
+        }
+        let blamed = call.dead.first().copied();
+        match (self.motion.state, self.motion.policy) {
+            (State::Normal, RecoveryPolicy::Abort) => {
+                if let Some(rank) = blamed {
+                    self.abort(rank);
+                }
+            }
+            (State::Normal, _) => self.start_recovery(now, blamed),
+            (State::Recovering { .. }, _) => self.send_vote(),
+            _ => {}
+        }
+    }
+
+    /// The seed's verdict: move to the new epoch, or learn we were evicted.
+    fn on_verdict(&mut self, now: Instant, verdict: RecoveryAgreed) {
+        let Some((me, world, epoch)) = self.membership_now() else {
+            return;
+        };
+        if verdict.old_epoch != epoch || matches!(self.motion.state, State::Gone) {
+            self.motion.stale += 1;
+            return;
+        }
+        if matches!(self.motion.state, State::Aborted { .. }) {
+            return; // the abort policy does not continue on a smaller world
+        }
+        let dead: BTreeSet<u32> = verdict.dead.iter().copied().collect();
+        if dead.contains(&me) {
+            self.leave_cluster(
+                now,
+                Event::Evicted {
+                    epoch: verdict.new_epoch,
+                },
+            );
+            return;
+        }
+        if let Some(&first) = dead.first() {
+            if matches!(self.motion.state, State::Normal) {
+                self.fail_everything(&OpError::PeerLost { rank: first });
+            }
+        }
+        let map = renumber(world, &dead);
+        match &mut self.role {
+            Role::Worker(w) => w.renumber(&map, verdict.new_epoch),
+            Role::Seed { .. } => return,
+        }
+        self.enter_epoch(now, &map, true);
+        self.events.push_back(Event::EpochChanged {
+            epoch: verdict.new_epoch,
+            rank: map[&me],
+            world_size: map.len() as u32,
+            dead: dead.into_iter().collect(),
+            left: Vec::new(),
+            joined: Vec::new(),
+        });
+        self.finish_change(now);
+    }
+
+    /// Rebuild the per-epoch layers for the membership the worker now holds; `map` takes
+    /// old ranks to new ones (for what we still suspect).
+    pub(super) fn enter_epoch(
+        &mut self,
+        now: Instant,
+        map: &std::collections::BTreeMap<u32, u32>,
+        reset_p2p: bool,
+    ) {
+        let Some((me, world, epoch)) = self.membership_now() else {
+            return;
+        };
+        if let Role::Worker(w) = &self.role {
+            self.motion.liveness.retain(&w.live_conns());
+        }
+        self.motion.suspected = self
+            .motion
+            .suspected
+            .iter()
+            .filter_map(|r| map.get(r).copied())
+            .collect();
+        // Unmatched point-to-point messages belonged to the old numbering (split
+        // communicators too): once ranks move, nothing of them is meaningful.
+        if reset_p2p {
+            self.p2p = P2p::default();
+        }
+        if let Role::Worker(w) = &self.role {
+            for conn in w.live_conns() {
+                self.motion.liveness.track(conn, now);
+            }
+        }
+        let config = self.exec_config.clone();
+        self.exec = Some(Executor::new(me, world, epoch, config, now));
+        self.motion.state = State::Normal;
+    }
+
+    /// After an epoch change: complete `Recover`s, recover again if a suspect is still a
+    /// member, else start what was held.
+    pub(super) fn finish_change(&mut self, now: Instant) {
+        let Some((me, world, epoch)) = self.membership_now() else {
+            return;
+        };
+        for op in std::mem::take(&mut self.motion.recover_ops) {
+            self.complete(
+                op,
+                Ok(Outcome::Checkpoint {
+                    epoch,
+                    rank: Some(me),
+                    world_size: world,
+                }),
+            );
+        }
+        if !self.motion.suspected.is_empty() && self.motion.policy != RecoveryPolicy::Manual {
+            // A second failure found during the last round, decided after it: go again.
+            self.start_recovery(now, None);
+            return;
+        }
+        // A checkpoint request was for the old epoch: it goes again for this one.
+        if let Some(cp) = &mut self.motion.checkpoint {
+            cp.sent = false;
+        }
+        self.release_held(now);
+    }
+
+    /// Start held commands in order, unless a checkpoint is still under way.
+    fn release_held(&mut self, now: Instant) {
+        while matches!(self.motion.state, State::Normal) && self.motion.checkpoint.is_none() {
+            let Some((op, command)) = self.motion.held.pop_front() else {
+                break;
+            };
+            if let Err(error) = self.start(now, op, command) {
+                self.complete(op, Err(OpError::Refused { error }));
+            }
+        }
+    }
+
+    /// Stop being a member: fail everything, close every connection, say why.
+    fn leave_cluster(&mut self, now: Instant, why: Event) {
+        self.stop(now, 0, Some(why));
+    }
+
+    fn stop(&mut self, now: Instant, code: u64, why: Option<Event>) {
+        self.motion.state = State::Gone;
+        if let Some(cp) = self.motion.checkpoint.take() {
+            self.complete(cp.op, Err(OpError::NotMember));
+        }
+        self.fail_everything(&OpError::NotMember);
+        for (op, _) in std::mem::take(&mut self.motion.held) {
+            self.complete(op, Err(OpError::NotMember));
+        }
+        for op in std::mem::take(&mut self.motion.recover_ops) {
+            self.complete(op, Err(OpError::NotMember));
+        }
+        self.motion.future.clear();
+        self.motion.future_bytes = 0;
+        let actions = match &mut self.role {
+            Role::Worker(w) => w.close_all(code),
+            Role::Seed { .. } => Vec::new(),
+        };
+        self.apply(now, actions);
+        if let Some(why) = why {
+            self.events.push_back(why);
+        }
+    }
+
+    /// Fail every collective and posted receive with `err`.
+    fn fail_everything(&mut self, err: &OpError) {
+        for op in self.p2p.take_all_posted() {
+            self.complete(op, Err(err.clone()));
+        }
+        if let Some(exec) = &mut self.exec {
+            let mut out = Vec::new();
+            exec.fail_all(err, &mut out);
+            self.apply_exec(out);
+        }
+    }
+
+    fn complete(&mut self, op: OpId, outcome: Result<Outcome, OpError>) {
+        self.events.push_back(Event::Completed { op, outcome });
+    }
+
+    /// (rank, world size, epoch) once welcomed.
+    fn membership_now(&self) -> Option<(u32, u32, u64)> {
+        match &self.role {
+            Role::Worker(w) => w.membership().map(|m| (m.rank, m.world_size, m.epoch)),
+            Role::Seed { .. } => None,
+        }
+    }
+}
