@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// Bytes of chunks held for collectives not yet started here; past it we stop
     /// reading the sender (QUIC flow control holds the rest).
     pub max_early_bytes: usize,
+    /// Per caller, the most RPC requests handed to the application and not answered yet;
+    /// more are answered `Overloaded` without reaching it.
+    pub max_rpc_inbound: usize,
 }
 
 impl NodeConfig {
@@ -83,6 +86,7 @@ impl NodeConfig {
             collective: CollectiveConfig::default(),
             collective_timeout: Duration::from_secs(60),
             max_early_bytes: 256 << 20,
+            max_rpc_inbound: 64,
         }
     }
 

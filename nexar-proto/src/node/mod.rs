@@ -5,17 +5,18 @@
 //! point-to-point. It does no I/O; see the crate docs for the run-loop contract.
 
 mod dispatch;
+mod rpc;
 #[cfg(feature = "sim")]
 mod sim_host;
 mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::{CollectiveKind, Hello, Message, ReduceOp, Tagged};
+use crate::codec::{CollectiveKind, Hello, Message, ReduceOp, RpcStatus, Tagged};
 use crate::collective::exec::{ExecConfig, Executor};
 use crate::collective::{Buffer, CommId};
 use crate::config::{NodeConfig, SeedConfig};
@@ -25,6 +26,7 @@ use crate::event::{Event, OpId, Outcome};
 use crate::membership::seed::SeedState;
 use crate::membership::worker::WorkerState;
 use crate::p2p::P2p;
+use crate::rpc::{Rpc, RpcRequestId};
 use crate::ticket::JoinTicket;
 use crate::transport::{SendError, StreamClass, Transport, TransportLimits};
 use crate::Transmit;
@@ -84,6 +86,34 @@ pub enum Command {
         /// Ordering within the group.
         key: i64,
     },
+    /// Call the function registered under `fn_id` on rank `to` (may be our own) with
+    /// `payload`. Completes with `Outcome::Rpc` carrying the answer, or fails with
+    /// `OpError::RpcFailed` (the target answered another status: unknown function,
+    /// handler error, overloaded), `OpError::PeerLost` (the target is gone) or
+    /// `OpError::RpcTimeout` (no answer within `timeout`; `None` waits until an answer
+    /// or the target's loss).
+    Rpc {
+        /// The target rank.
+        to: u32,
+        /// The function to call there.
+        fn_id: u32,
+        /// The arguments (at most `Node::max_rpc_payload` bytes).
+        payload: Bytes,
+        /// How long to wait for the answer.
+        timeout: Option<Duration>,
+    },
+    /// Answer the request of an `Event::RpcRequest`. `status` other than `Ok` fails the
+    /// caller's call with `OpError::RpcFailed` carrying `payload`. Completes with
+    /// `Outcome::Sent` once QUIC has taken the answer; a refused answer (too large,
+    /// backpressure) leaves the request pending, to be answered again.
+    RpcRespond {
+        /// The `request` of the event.
+        request: RpcRequestId,
+        /// The outcome to report.
+        status: RpcStatus,
+        /// The result, or the error detail (at most `Node::max_rpc_payload` bytes).
+        payload: Bytes,
+    },
 }
 
 /// Seed or worker, with the role's state machine.
@@ -108,6 +138,14 @@ pub struct NodeStats {
     pub pending_joiners: usize,
     /// Worker: bytes of tagged messages received that no receive has claimed yet.
     pub unmatched_bytes: usize,
+    /// RPC calls of ours awaiting an answer.
+    pub rpc_calls: usize,
+    /// RPC requests handed to the application and not answered yet.
+    pub rpc_requests: usize,
+    /// RPC responses ignored: for no call of ours, from the wrong rank, or too late.
+    pub rpc_ignored_responses: u64,
+    /// RPC requests refused `Overloaded` (their caller was at `max_rpc_inbound`).
+    pub rpc_overloaded: u64,
 }
 
 /// A nexar node: a seed that forms the cluster, or a worker that is one rank of it.
@@ -119,6 +157,7 @@ pub struct Node {
     /// Largest frame payload peers accept (our decoder's limit; all nodes share it).
     max_frame_len: u32,
     p2p: P2p,
+    rpc: Rpc,
     /// Runs collectives; exists once the worker is ready.
     exec: Option<Executor>,
     exec_config: ExecConfig,
@@ -225,6 +264,7 @@ impl Node {
             max_unmatched: config.max_unmatched_bytes,
             max_frame_len: config.limits.max_frame_len,
             p2p: P2p::default(),
+            rpc: Rpc::new(config.max_rpc_inbound),
             exec: None,
             exec_config: ExecConfig {
                 collective: config.collective.clone(),
@@ -317,6 +357,10 @@ impl Node {
                 Role::Worker(_) => 0,
             },
             unmatched_bytes: self.p2p.total_unmatched_bytes(),
+            rpc_calls: self.rpc.calls_in_flight(),
+            rpc_requests: self.rpc.requests_pending(),
+            rpc_ignored_responses: self.rpc.counters().ignored_responses,
+            rpc_overloaded: self.rpc.counters().overloaded,
         }
     }
 
@@ -350,6 +394,7 @@ impl Node {
             exec.handle_timeout(now, &mut out);
             self.apply_exec(out);
         }
+        self.rpc_timeouts(now);
         self.process(now);
     }
 
@@ -430,6 +475,20 @@ impl Node {
                 self.apply_exec(out);
                 Ok(op)
             }
+            Command::Rpc {
+                to,
+                fn_id,
+                payload,
+                timeout,
+            } => {
+                check_rank(to, world)?;
+                self.start_rpc(now, me, to, fn_id, payload, timeout)
+            }
+            Command::RpcRespond {
+                request,
+                status,
+                payload,
+            } => self.rpc_respond(me, request, status, payload),
         };
         self.process(now);
         result
@@ -460,7 +519,8 @@ impl Node {
             Role::Worker(w) => w.poll_timeout(),
         };
         let exec = self.exec.as_ref().and_then(Executor::poll_timeout);
-        [self.transport.poll_timeout(), role, exec]
+        let rpc = self.rpc.poll_timeout();
+        [self.transport.poll_timeout(), role, exec, rpc]
             .into_iter()
             .flatten()
             .min()
