@@ -162,9 +162,8 @@ impl Harness {
             } else {
                 (deadline - now).min(Duration::from_millis(1))
             };
-            self.c.run_until(slice, |c| {
-                hosts.iter().any(|h| !c.events(*h).is_empty())
-            });
+            self.c
+                .run_until(slice, |c| hosts.iter().any(|h| !c.events(*h).is_empty()));
         }
     }
 }
