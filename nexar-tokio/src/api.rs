@@ -272,10 +272,13 @@ pub(crate) enum Request {
     /// Never answered: the sender is dropped with the host, which tells the waiter that
     /// the driver has stopped.
     Stopped { watcher: oneshot::Sender<()> },
+    /// RPC: (un)register a handler, or a handler's answer (see `rpc.rs`).
+    Rpc(crate::rpc::RpcMessage),
 }
 
-/// The receiving end of a node's request channel; the driver polls it with `recv()`.
-pub(crate) type Inbox = mpsc::UnboundedReceiver<Request>;
+/// The receiving end of a node's requests; the driver polls it with `recv()` (tokio) or
+/// as a `Stream` (smol).
+pub(crate) use crate::rpc::Inbox;
 type Outbox = mpsc::UnboundedSender<Request>;
 
 /// A [`Node`] with the waiting requests it will answer: what a driver task owns.
@@ -292,7 +295,9 @@ type Outbox = mpsc::UnboundedSender<Request>;
 /// ```
 #[derive(Debug)]
 pub(crate) struct NodeHost {
-    node: Node,
+    pub(crate) node: Node,
+    /// RPC handlers and the channel their answers come back on.
+    pub(crate) rpc: crate::rpc::RpcHost,
     /// Replies for started operations, by the id the node gave them.
     pending: BTreeMap<OpId, Reply>,
     /// Sends the node refused with `Backpressure`, retried in order after each input.
@@ -314,9 +319,16 @@ pub(crate) struct NodeHost {
 }
 
 impl NodeHost {
-    fn new(node: Node, span: tracing::Span, linger: Duration, now: Instant) -> Self {
+    fn new(
+        node: Node,
+        span: tracing::Span,
+        linger: Duration,
+        now: Instant,
+        answers: Outbox,
+    ) -> Self {
         Self {
             node,
+            rpc: crate::rpc::RpcHost::new(answers),
             pending: BTreeMap::new(),
             parked: VecDeque::new(),
             ready: None,
@@ -351,7 +363,7 @@ impl NodeHost {
     pub(crate) fn handle_request(&mut self, now: Instant, request: Request) {
         match request {
             Request::Command { command, reply } => {
-                if !self.parked.is_empty() && matches!(command, Command::Send { .. }) {
+                if !self.parked.is_empty() && retryable(&command) {
                     self.parked.push_back((command, reply));
                 } else {
                     self.start(now, command, reply);
@@ -367,6 +379,7 @@ impl NodeHost {
                 None => self.formed_waiters.push(reply),
             },
             Request::Stopped { watcher } => self.stop_watchers.push(watcher),
+            Request::Rpc(message) => self.handle_rpc(now, message),
         }
     }
 
@@ -412,9 +425,9 @@ impl NodeHost {
     }
 
     fn start(&mut self, now: Instant, command: Command, reply: Reply) {
-        // Only a send can be refused for backpressure and retried, and cloning it clones
-        // a `Bytes` handle; a collective's buffer moves into the node uncopied.
-        let retry = matches!(command, Command::Send { .. }).then(|| command.clone());
+        // Only sends and RPC can be refused for backpressure and retried, and cloning them
+        // clones a `Bytes` handle; a collective's buffer moves into the node uncopied.
+        let retry = retryable(&command).then(|| command.clone());
         match self.node.command(now, command) {
             Ok(op) => {
                 self.pending.insert(op, reply);
@@ -434,7 +447,7 @@ impl NodeHost {
     fn retry_parked(&mut self, now: Instant) -> bool {
         let mut any = false;
         while let Some((command, reply)) = self.parked.pop_front() {
-            // Parked commands are sends: the clone is a `Bytes` handle.
+            // Parked commands are sends or RPC: the clone is a `Bytes` handle.
             match self.node.command(now, command.clone()) {
                 Ok(op) => {
                     self.pending.insert(op, reply);
@@ -487,9 +500,23 @@ impl NodeHost {
             Event::JoinerRejected { remote, reason } => {
                 tracing::warn!(%remote, ?reason, "joiner rejected");
             }
+            Event::RpcRequest {
+                from,
+                request,
+                fn_id,
+                payload,
+            } => self.on_rpc_request(from, request, fn_id, payload),
             other => tracing::debug!(?other, "event"),
         }
     }
+}
+
+/// Commands the node may refuse with `Backpressure`, which the host parks and retries.
+fn retryable(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Send { .. } | Command::Rpc { .. } | Command::RpcRespond { .. }
+    )
 }
 
 // ---- shared by both drivers -----------------------------------------------------------
@@ -573,8 +600,8 @@ impl Seed {
             .cloned()
             .ok_or_else(|| NexarError::Internal("a seed without a ticket".into()))?;
         let span = tracing::info_span!("nexar", role = "seed", %local);
-        let host = NodeHost::new(node, span, config.linger, now);
-        let (tx, inbox) = mpsc::unbounded();
+        let (tx, inbox, answers) = crate::rpc::channel();
+        let host = NodeHost::new(node, span, config.linger, now, answers);
         crate::driver::spawn(socket, host, inbox)?;
         Ok(Seed {
             tx,
@@ -611,7 +638,7 @@ impl Seed {
     }
 }
 
-fn send(tx: &Outbox, request: Request) {
+pub(crate) fn send(tx: &Outbox, request: Request) {
     // A closed channel drops the request and with it the reply sender, so the caller's
     // receiver resolves to `Canceled`, which becomes `DriverStopped`.
     let _ = tx.unbounded_send(request);
@@ -666,10 +693,10 @@ impl Joining {
         let node = Node::worker(node_config, ticket, now)?;
         let span =
             tracing::info_span!("nexar", role = "worker", rank = tracing::field::Empty, %local);
-        let mut host = NodeHost::new(node, span, config.linger, now);
+        let (tx, inbox, answers) = crate::rpc::channel();
+        let mut host = NodeHost::new(node, span, config.linger, now, answers);
         let (ready_tx, ready) = oneshot::channel();
         host.ready = Some(ready_tx);
-        let (tx, inbox) = mpsc::unbounded();
         crate::driver::spawn(socket, host, inbox)?;
         let max_message =
             (config.node.limits.max_frame_len as usize).saturating_sub(TAGGED_OVERHEAD);
@@ -832,7 +859,7 @@ pub async fn bootstrap_local_with(
 /// overlap several operations or its own computation with communication.
 #[derive(Debug)]
 pub struct Communicator {
-    tx: Outbox,
+    pub(crate) tx: Outbox,
     id: CommId,
     rank: u32,
     size: u32,
@@ -856,7 +883,7 @@ impl Communicator {
         self.size
     }
 
-    fn submit<R>(
+    pub(crate) fn submit<R>(
         &self,
         command: Command,
         span: tracing::Span,
@@ -1251,9 +1278,10 @@ fn typed_output<T: Element>(outcome: Outcome) -> Result<Vec<T>, NexarError> {
     }
 }
 
-fn unexpected(wanted: &str, got: &Outcome) -> NexarError {
+pub(crate) fn unexpected(wanted: &str, got: &Outcome) -> NexarError {
     let got = match got {
         Outcome::Sent => "Sent",
+        Outcome::Rpc { .. } => "Rpc",
         Outcome::Received { .. } => "Received",
         Outcome::Collective { .. } => "Collective",
         Outcome::Split { .. } => "Split",

@@ -48,14 +48,16 @@ mod api;
 mod driver;
 mod env;
 pub mod reference;
+mod rpc;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,
     Pending, PendingCollective, Seed, LINGER_QUIET,
 };
 pub use env::{join_from_env, LaunchEnv};
-pub use nexar_proto::codec::{DType, ReduceOp};
+pub use nexar_proto::codec::{DType, ReduceOp, RpcStatus};
 pub use nexar_proto::collective::{CommId, Element};
 pub use nexar_proto::{
     CommandError, ConfigError, JoinError, JoinTicket, NodeConfig, NodeStats, OpError, TicketError,
 };
+pub use rpc::RpcResult;
