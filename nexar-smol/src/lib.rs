@@ -46,9 +46,10 @@
 //! short linger ([`Config::linger`]); call [`Client::shutdown`] before the process exits so
 //! the linger is not cut short.
 //!
-//! Layout: `api.rs` (handles, requests, the node host), `env.rs` (launcher variables) and
-//! `reference.rs` (the reproducible all-reduce) are `nexar-tokio`'s files, compiled here
-//! unchanged through `#[path]`; `driver.rs` is the smol loop.
+//! Layout: `api.rs` (handles, requests, the node host), `rpc.rs` (RPC handlers and calls),
+//! `env.rs` (launcher variables) and `reference.rs` (the reproducible all-reduce) are
+//! `nexar-tokio`'s files, compiled here unchanged through `#[path]`; `driver.rs` is the
+//! smol loop.
 
 #[path = "../../nexar-tokio/src/api.rs"]
 mod api;

@@ -40,9 +40,10 @@
 //! [`Client::shutdown`] before the runtime ends so the linger is not cut short.
 //!
 //! Layout: `api.rs` is the runtime-agnostic part (handles, requests, the node host) and is
-//! shared verbatim with `nexar-smol`; `driver.rs` is the tokio loop; `env.rs` reads
-//! launcher variables. Each node runs in its own task, so on a multi-thread runtime ranks
-//! in one process use all cores, and on a current-thread runtime everything still works.
+//! shared verbatim with `nexar-smol`, as is `rpc.rs` (RPC handlers and calls);
+//! `driver.rs` is the tokio loop; `env.rs` reads launcher variables. Each node runs in its
+//! own task, so on a multi-thread runtime ranks in one process use all cores, and on a
+//! current-thread runtime everything still works.
 
 mod api;
 mod driver;
