@@ -72,6 +72,9 @@ pub struct NodeConfig {
     /// the silent ones as dead too. Worker: how long it waits for the agreed outcome
     /// before giving up with `Event::RecoveryFailed`.
     pub recovery_timeout: Duration,
+    /// Per caller, the most RPC requests handed to the application and not answered yet;
+    /// more are answered `Overloaded` without reaching it.
+    pub max_rpc_inbound: usize,
 }
 
 /// What happens when a member is found dead (DESIGN §4: every epoch change is one
@@ -118,6 +121,7 @@ impl NodeConfig {
             heartbeat_timeout: Duration::from_secs(5),
             recovery: RecoveryPolicy::Abort,
             recovery_timeout: Duration::from_secs(5),
+            max_rpc_inbound: 64,
         }
     }
 

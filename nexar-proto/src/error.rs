@@ -70,9 +70,20 @@ pub enum CommandError {
     /// The node has left the cluster, was evicted, or its recovery failed.
     #[error("this node is no longer a member")]
     NotMember,
+    /// A recovery is under way: wait for `Event::EpochChanged` (the world's new ranks)
+    /// and issue the command on it.
+    #[error("the membership is recovering from a failure; wait for the new epoch")]
+    Recovering,
     /// A checkpoint or leave is already in progress.
     #[error("a checkpoint or leave is already in progress")]
     MembershipBusy,
+    /// No request with this id waits for an answer: it was answered already, or its
+    /// caller was lost.
+    #[error("no pending RPC request {request:?}")]
+    UnknownRpcRequest {
+        /// The id given.
+        request: crate::rpc::RpcRequestId,
+    },
 }
 
 /// Why an operation that had started failed.
@@ -140,6 +151,29 @@ pub enum OpError {
         rank: u32,
         /// What it did.
         detail: String,
+    },
+    /// The RPC reached rank `rank` and was answered with a status other than `Ok`: no
+    /// function registered under `fn_id` there, the handler failed (`detail` is its error
+    /// payload), or the target refused the call (`Overloaded`, `ShuttingDown`).
+    #[error("rpc of function {fn_id} on rank {rank} failed: {status:?} ({} bytes of detail)", detail.len())]
+    RpcFailed {
+        /// The target rank.
+        rank: u32,
+        /// The function called.
+        fn_id: u32,
+        /// What the target answered.
+        status: crate::codec::RpcStatus,
+        /// The response payload (the handler's error, or empty).
+        detail: bytes::Bytes,
+    },
+    /// No answer to the RPC arrived before its deadline. (Not `Timeout`, which names a
+    /// collective's communicator and sequence number.) A late answer is ignored.
+    #[error("rpc of function {fn_id} on rank {rank} timed out")]
+    RpcTimeout {
+        /// The target rank.
+        rank: u32,
+        /// The function called.
+        fn_id: u32,
     },
 }
 

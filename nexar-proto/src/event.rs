@@ -94,6 +94,19 @@ pub enum Event {
         /// What it produced, or why it failed.
         outcome: Result<Outcome, OpError>,
     },
+    /// A rank (possibly this one) called a function registered here
+    /// (`Node::register_rpc`). Answer with `Command::RpcRespond` naming `request`; until
+    /// then it counts against the caller's bound of unanswered requests.
+    RpcRequest {
+        /// The caller's rank.
+        from: u32,
+        /// What to name in the answer.
+        request: crate::rpc::RpcRequestId,
+        /// The function called.
+        fn_id: u32,
+        /// The arguments, as the caller sent them.
+        payload: Bytes,
+    },
 }
 
 /// How a peer was found down.
@@ -142,5 +155,10 @@ pub enum Outcome {
     Split {
         /// (id, our rank in it, its size).
         comm: Option<(crate::collective::CommId, u32, u32)>,
+    },
+    /// An RPC was answered `Ok`: the handler's result.
+    Rpc {
+        /// The response payload.
+        data: Bytes,
     },
 }

@@ -62,6 +62,7 @@ pub mod fuzz_checks;
 mod membership;
 mod node;
 mod p2p;
+mod rpc;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod ticket;
@@ -72,6 +73,7 @@ pub use config::{NodeConfig, RecoveryPolicy, SeedConfig};
 pub use error::{CommandError, ConfigError, JoinError, OpError};
 pub use event::{DownReason, Event, OpId, Outcome};
 pub use node::{Command, Node, NodeStats};
+pub use rpc::RpcRequestId;
 pub use ticket::{JoinTicket, TicketError};
 pub use transmit::Transmit;
 

@@ -45,6 +45,11 @@ pub(crate) fn spawn(socket: UdpSocket, host: NodeHost, inbox: Inbox) -> Result<(
     Ok(())
 }
 
+/// Run `task` detached on smol's global executor (RPC handlers).
+pub(crate) fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
+    smol::spawn(task).detach();
+}
+
 /// The one input the loop got while waiting.
 enum Input {
     Datagram(io::Result<(usize, SocketAddr)>),

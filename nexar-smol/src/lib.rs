@@ -46,25 +46,33 @@
 //! short linger ([`Config::linger`]); call [`Client::shutdown`] before the process exits so
 //! the linger is not cut short.
 //!
-//! Layout: `api.rs` (handles, requests, the node host), `env.rs` (launcher variables) and
-//! `reference.rs` (the reproducible all-reduce) are `nexar-tokio`'s files, compiled here
-//! unchanged through `#[path]`; `driver.rs` is the smol loop.
+//! Layout: `api.rs` (handles, requests, the node host), `rpc.rs` (RPC handlers and calls),
+//! `env.rs` (launcher variables) and `reference.rs` (the reproducible all-reduce) are
+//! `nexar-tokio`'s files, compiled here unchanged through `#[path]`; `driver.rs` is the
+//! smol loop.
 
 #[path = "../../nexar-tokio/src/api.rs"]
 mod api;
 mod driver;
 #[path = "../../nexar-tokio/src/env.rs"]
 mod env;
+#[path = "../../nexar-tokio/src/membership.rs"]
+mod membership;
 #[path = "../../nexar-tokio/src/reference.rs"]
 pub mod reference;
+#[path = "../../nexar-tokio/src/rpc.rs"]
+mod rpc;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,
     Pending, PendingCollective, Seed, LINGER_QUIET,
 };
 pub use env::{join_from_env, LaunchEnv};
-pub use nexar_proto::codec::{DType, ReduceOp};
+pub use membership::{Membership, MembershipEvents};
+pub use nexar_proto::codec::{DType, ReduceOp, RpcStatus};
 pub use nexar_proto::collective::{CommId, Element};
 pub use nexar_proto::{
-    CommandError, ConfigError, JoinError, JoinTicket, NodeConfig, NodeStats, OpError, TicketError,
+    CommandError, ConfigError, DownReason, Event, JoinError, JoinTicket, NodeConfig, NodeStats,
+    OpError, RecoveryPolicy, TicketError,
 };
+pub use rpc::RpcResult;

@@ -27,11 +27,14 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_channel::{mpsc, oneshot};
+
+use crate::membership::{MembershipEvents, WorldView};
 use nexar_proto::codec::{CollectiveKind, ReduceOp};
 use nexar_proto::collective::{Buffer, CommId, Element};
 use nexar_proto::{
@@ -82,6 +85,18 @@ pub enum NexarError {
         expected: usize,
         /// Elements given.
         got: usize,
+    },
+    /// The membership moved to another epoch between the moment the caller looked at it
+    /// (its rank and world size) and the moment the node would have started the
+    /// operation: nothing was started. Look again (`Client::rank`, `world_size`) and
+    /// reissue. This fence is what keeps an operation built for one world from running
+    /// on another.
+    #[error("the membership is at epoch {current}; the operation was built for epoch {expected}")]
+    EpochChanged {
+        /// The epoch the caller saw.
+        expected: u64,
+        /// The node's epoch.
+        current: u64,
     },
     /// The driver task is gone (its runtime shut down, or every handle was dropped while
     /// this operation was pending).
@@ -188,6 +203,11 @@ pub struct Config {
     /// still retransmit the last data peers need. `Duration::ZERO` stops at once (a crash,
     /// as far as peers can tell).
     pub linger: Duration,
+    /// Seed: the largest world a checkpoint may grow to (joiners past it are refused);
+    /// `None` keeps the formed size.
+    pub max_world_size: Option<u32>,
+    /// Seed: joiners held for the next checkpoint at most.
+    pub max_pending_joins: usize,
 }
 
 /// How long without any datagram in or out ends a linger early: long past a loopback or
@@ -205,6 +225,8 @@ impl Default for Config {
             advertise: None,
             rng_seed: None,
             linger: Duration::from_secs(2),
+            max_world_size: None,
+            max_pending_joins: 64,
         }
     }
 }
@@ -226,6 +248,28 @@ impl Config {
     /// Every collective must finish within this, or fails with `OpError::Timeout`.
     pub fn with_collective_timeout(mut self, timeout: Duration) -> Self {
         self.node.collective_timeout = timeout;
+        self
+    }
+
+    /// What every node does when a peer dies (must be the same on the seed and every
+    /// worker): see [`RecoveryPolicy`](nexar_proto::RecoveryPolicy).
+    pub fn with_recovery(mut self, policy: nexar_proto::RecoveryPolicy) -> Self {
+        self.node.recovery = policy;
+        self
+    }
+
+    /// Heartbeat every `interval`; a peer silent for `timeout` is down. The seed waits
+    /// as long for a recovery round's votes.
+    pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.node.heartbeat_interval = interval;
+        self.node.heartbeat_timeout = timeout;
+        self.node.recovery_timeout = timeout;
+        self
+    }
+
+    /// Seed: let checkpoints admit joiners up to this world size.
+    pub fn with_max_world_size(mut self, max: u32) -> Self {
+        self.max_world_size = Some(max);
         self
     }
 
@@ -264,7 +308,13 @@ type Reply = oneshot::Sender<Result<Outcome, NexarError>>;
 #[derive(Debug)]
 pub(crate) enum Request {
     /// Start a command; the outcome goes to `reply` when `Event::Completed` names it.
-    Command { command: Command, reply: Reply },
+    /// With `epoch`, a collective or point-to-point command starts only if the node is
+    /// still in that epoch (see `NexarError::EpochChanged`).
+    Command {
+        command: Command,
+        reply: Reply,
+        epoch: Option<u64>,
+    },
     /// The node's counters.
     Stats { reply: oneshot::Sender<NodeStats> },
     /// Seed: the world size once the cluster has formed.
@@ -272,10 +322,13 @@ pub(crate) enum Request {
     /// Never answered: the sender is dropped with the host, which tells the waiter that
     /// the driver has stopped.
     Stopped { watcher: oneshot::Sender<()> },
+    /// RPC: (un)register a handler, or a handler's answer (see `rpc.rs`).
+    Rpc(crate::rpc::RpcMessage),
 }
 
-/// The receiving end of a node's request channel; the driver polls it with `recv()`.
-pub(crate) type Inbox = mpsc::UnboundedReceiver<Request>;
+/// The receiving end of a node's requests; the driver polls it with `recv()` (tokio) or
+/// as a `Stream` (smol).
+pub(crate) use crate::rpc::Inbox;
 type Outbox = mpsc::UnboundedSender<Request>;
 
 /// A [`Node`] with the waiting requests it will answer: what a driver task owns.
@@ -292,7 +345,9 @@ type Outbox = mpsc::UnboundedSender<Request>;
 /// ```
 #[derive(Debug)]
 pub(crate) struct NodeHost {
-    node: Node,
+    pub(crate) node: Node,
+    /// RPC handlers and the channel their answers come back on.
+    pub(crate) rpc: crate::rpc::RpcHost,
     /// Replies for started operations, by the id the node gave them.
     pending: BTreeMap<OpId, Reply>,
     /// Sends the node refused with `Backpressure`, retried in order after each input.
@@ -305,6 +360,10 @@ pub(crate) struct NodeHost {
     formed_waiters: Vec<oneshot::Sender<u32>>,
     /// Dropped with the host (see `Request::Stopped`).
     stop_watchers: Vec<oneshot::Sender<()>>,
+    /// Worker: the world as it is now, shared with the client's handles.
+    view: Option<Arc<WorldView>>,
+    /// Worker: where membership events go (see `Client::membership_events`).
+    membership_tx: Option<mpsc::UnboundedSender<Event>>,
     span: tracing::Span,
     out: Vec<u8>,
     linger: Duration,
@@ -314,15 +373,24 @@ pub(crate) struct NodeHost {
 }
 
 impl NodeHost {
-    fn new(node: Node, span: tracing::Span, linger: Duration, now: Instant) -> Self {
+    fn new(
+        node: Node,
+        span: tracing::Span,
+        linger: Duration,
+        now: Instant,
+        answers: Outbox,
+    ) -> Self {
         Self {
             node,
+            rpc: crate::rpc::RpcHost::new(answers),
             pending: BTreeMap::new(),
             parked: VecDeque::new(),
             ready: None,
             formed: None,
             formed_waiters: Vec::new(),
             stop_watchers: Vec::new(),
+            view: None,
+            membership_tx: None,
             span,
             out: Vec::with_capacity(64 * 1024),
             linger,
@@ -350,8 +418,16 @@ impl NodeHost {
     /// A handle asked for something.
     pub(crate) fn handle_request(&mut self, now: Instant, request: Request) {
         match request {
-            Request::Command { command, reply } => {
-                if !self.parked.is_empty() && matches!(command, Command::Send { .. }) {
+            Request::Command {
+                command,
+                reply,
+                epoch: Some(expected),
+            } if fenced(&command) && self.node.epoch() != expected => {
+                let current = self.node.epoch();
+                let _ = reply.send(Err(NexarError::EpochChanged { expected, current }));
+            }
+            Request::Command { command, reply, .. } => {
+                if !self.parked.is_empty() && retryable(&command) {
                     self.parked.push_back((command, reply));
                 } else {
                     self.start(now, command, reply);
@@ -367,6 +443,7 @@ impl NodeHost {
                 None => self.formed_waiters.push(reply),
             },
             Request::Stopped { watcher } => self.stop_watchers.push(watcher),
+            Request::Rpc(message) => self.handle_rpc(now, message),
         }
     }
 
@@ -412,9 +489,9 @@ impl NodeHost {
     }
 
     fn start(&mut self, now: Instant, command: Command, reply: Reply) {
-        // Only a send can be refused for backpressure and retried, and cloning it clones
-        // a `Bytes` handle; a collective's buffer moves into the node uncopied.
-        let retry = matches!(command, Command::Send { .. }).then(|| command.clone());
+        // Only sends and RPC can be refused for backpressure and retried, and cloning them
+        // clones a `Bytes` handle; a collective's buffer moves into the node uncopied.
+        let retry = retryable(&command).then(|| command.clone());
         match self.node.command(now, command) {
             Ok(op) => {
                 self.pending.insert(op, reply);
@@ -434,7 +511,7 @@ impl NodeHost {
     fn retry_parked(&mut self, now: Instant) -> bool {
         let mut any = false;
         while let Some((command, reply)) = self.parked.pop_front() {
-            // Parked commands are sends: the clone is a `Bytes` handle.
+            // Parked commands are sends or RPC: the clone is a `Bytes` handle.
             match self.node.command(now, command.clone()) {
                 Ok(op) => {
                     self.pending.insert(op, reply);
@@ -454,6 +531,28 @@ impl NodeHost {
     }
 
     fn on_event(&mut self, event: Event) {
+        if crate::membership::is_membership(&event) {
+            if let Event::EpochChanged {
+                epoch,
+                rank,
+                world_size,
+                ..
+            } = &event
+            {
+                self.span.record("rank", rank);
+                tracing::info!(epoch, rank, world_size, "epoch changed");
+                if let Some(view) = &self.view {
+                    view.set(*rank, *world_size, *epoch);
+                }
+            } else {
+                tracing::warn!(?event, "membership");
+            }
+            if let Some(tx) = &self.membership_tx {
+                // Nobody listening is fine: the events are advice.
+                let _ = tx.unbounded_send(event);
+            }
+            return;
+        }
         match event {
             Event::Completed { op, outcome } => {
                 tracing::trace!(op = op.0, ok = outcome.is_ok(), "completed");
@@ -463,10 +562,15 @@ impl NodeHost {
                 }
             }
             Event::Ready {
-                rank, world_size, ..
+                rank,
+                world_size,
+                epoch,
             } => {
                 self.span.record("rank", rank);
                 tracing::info!(rank, world_size, "ready");
+                if let Some(view) = &self.view {
+                    view.set(rank, world_size, epoch);
+                }
                 if let Some(ready) = self.ready.take() {
                     let _ = ready.send(Ok((rank, world_size)));
                 }
@@ -487,9 +591,34 @@ impl NodeHost {
             Event::JoinerRejected { remote, reason } => {
                 tracing::warn!(%remote, ?reason, "joiner rejected");
             }
+            Event::RpcRequest {
+                from,
+                request,
+                fn_id,
+                payload,
+            } => self.on_rpc_request(from, request, fn_id, payload),
             other => tracing::debug!(?other, "event"),
         }
     }
+}
+
+/// Commands the node may refuse with `Backpressure`, which the host parks and retries.
+fn retryable(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Send { .. } | Command::Rpc { .. } | Command::RpcRespond { .. }
+    )
+}
+
+/// Commands whose meaning depends on the ranks of an epoch.
+fn fenced(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Collective { .. }
+            | Command::Send { .. }
+            | Command::Recv { .. }
+            | Command::Rpc { .. }
+    )
 }
 
 // ---- shared by both drivers -----------------------------------------------------------
@@ -567,14 +696,17 @@ impl Seed {
         let node_config = config.node_config(local)?;
         let secret = os_random()?;
         let now = Instant::now();
-        let node = Node::seed(node_config, SeedConfig::new(world_size, secret), now)?;
+        let mut seed_config = SeedConfig::new(world_size, secret);
+        seed_config.max_world_size = config.max_world_size.unwrap_or(world_size);
+        seed_config.max_pending_joins = config.max_pending_joins;
+        let node = Node::seed(node_config, seed_config, now)?;
         let ticket = node
             .ticket()
             .cloned()
             .ok_or_else(|| NexarError::Internal("a seed without a ticket".into()))?;
         let span = tracing::info_span!("nexar", role = "seed", %local);
-        let host = NodeHost::new(node, span, config.linger, now);
-        let (tx, inbox) = mpsc::unbounded();
+        let (tx, inbox, answers) = crate::rpc::channel();
+        let host = NodeHost::new(node, span, config.linger, now, answers);
         crate::driver::spawn(socket, host, inbox)?;
         Ok(Seed {
             tx,
@@ -611,7 +743,7 @@ impl Seed {
     }
 }
 
-fn send(tx: &Outbox, request: Request) {
+pub(crate) fn send(tx: &Outbox, request: Request) {
     // A closed channel drops the request and with it the reply sender, so the caller's
     // receiver resolves to `Canceled`, which becomes `DriverStopped`.
     let _ = tx.unbounded_send(request);
@@ -641,6 +773,8 @@ async fn stats(tx: &Outbox) -> Result<NodeStats, NexarError> {
 #[derive(Debug)]
 pub struct Client {
     world: Communicator,
+    view: Arc<WorldView>,
+    events: Arc<Mutex<Option<MembershipEvents>>>,
     max_message: usize,
 }
 
@@ -652,6 +786,8 @@ const TAGGED_OVERHEAD: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Joining {
     tx: Outbox,
+    view: Arc<WorldView>,
+    events: Arc<Mutex<Option<MembershipEvents>>>,
     ready: oneshot::Receiver<Result<(u32, u32), NexarError>>,
     max_message: usize,
 }
@@ -666,15 +802,21 @@ impl Joining {
         let node = Node::worker(node_config, ticket, now)?;
         let span =
             tracing::info_span!("nexar", role = "worker", rank = tracing::field::Empty, %local);
-        let mut host = NodeHost::new(node, span, config.linger, now);
+        let (tx, inbox, answers) = crate::rpc::channel();
+        let mut host = NodeHost::new(node, span, config.linger, now, answers);
         let (ready_tx, ready) = oneshot::channel();
         host.ready = Some(ready_tx);
-        let (tx, inbox) = mpsc::unbounded();
+        let view = WorldView::new(0, 0, 0);
+        host.view = Some(view.clone());
+        let (membership_tx, events) = crate::membership::channel();
+        host.membership_tx = Some(membership_tx);
         crate::driver::spawn(socket, host, inbox)?;
         let max_message =
             (config.node.limits.max_frame_len as usize).saturating_sub(TAGGED_OVERHEAD);
         Ok(Self {
             tx,
+            view,
+            events,
             ready,
             max_message,
         })
@@ -690,7 +832,10 @@ impl Joining {
                 rank,
                 size,
                 world_rank: rank,
+                view: Some(self.view.clone()),
             },
+            view: self.view,
+            events: self.events,
             max_message: self.max_message,
         })
     }
@@ -703,14 +848,28 @@ impl Client {
         Joining::start(ticket, &config)?.finish().await
     }
 
-    /// This node's rank in the world.
+    /// This node's rank in the world (in the current epoch).
     pub fn rank(&self) -> u32 {
-        self.world.rank
+        self.view.rank()
     }
 
-    /// The number of ranks in the world.
+    /// The number of ranks in the world (in the current epoch).
     pub fn world_size(&self) -> u32 {
-        self.world.size
+        self.view.size()
+    }
+
+    pub(crate) fn view(&self) -> &WorldView {
+        &self.view
+    }
+
+    pub(crate) fn events_slot(&self) -> &Mutex<Option<MembershipEvents>> {
+        &self.events
+    }
+
+    /// Run a command and give back its raw outcome.
+    pub(crate) async fn command_outcome(&self, command: Command) -> Result<Outcome, NexarError> {
+        let span = tracing::debug_span!("membership", rank = self.rank());
+        self.world.submit(command, span, Ok).await
     }
 
     /// The world communicator.
@@ -832,12 +991,15 @@ pub async fn bootstrap_local_with(
 /// overlap several operations or its own computation with communication.
 #[derive(Debug)]
 pub struct Communicator {
-    tx: Outbox,
+    pub(crate) tx: Outbox,
     id: CommId,
     rank: u32,
     size: u32,
     /// This node's world rank (for spans).
     world_rank: u32,
+    /// The world's current rank and size (epoch changes renumber it); `None` for split
+    /// communicators, which an epoch change ends.
+    view: Option<Arc<WorldView>>,
 }
 
 impl Communicator {
@@ -846,17 +1008,17 @@ impl Communicator {
         self.id
     }
 
-    /// Our rank within it.
+    /// Our rank within it (for the world: in the current epoch).
     pub fn rank(&self) -> u32 {
-        self.rank
+        self.view.as_ref().map_or(self.rank, |v| v.rank())
     }
 
     /// Its number of ranks.
     pub fn size(&self) -> u32 {
-        self.size
+        self.view.as_ref().map_or(self.size, |v| v.size())
     }
 
-    fn submit<R>(
+    pub(crate) fn submit<R>(
         &self,
         command: Command,
         span: tracing::Span,
@@ -864,7 +1026,15 @@ impl Communicator {
     ) -> Pending<R> {
         let (reply, rx) = oneshot::channel();
         span.in_scope(|| tracing::trace!("submit"));
-        send(&self.tx, Request::Command { command, reply });
+        let epoch = self.view.as_ref().map(|v| v.epoch());
+        send(
+            &self.tx,
+            Request::Command {
+                command,
+                reply,
+                epoch,
+            },
+        );
         Pending {
             state: Ok(rx),
             map,
@@ -900,7 +1070,7 @@ impl Communicator {
     }
 
     fn blocks(&self, what: &'static str, len: usize) -> Result<usize, NexarError> {
-        let size = self.size as usize;
+        let size = self.size() as usize;
         if len % size == 0 {
             Ok(len / size)
         } else {
@@ -924,7 +1094,11 @@ impl Communicator {
     /// only the root's contents are used. Resolves to the root's data.
     pub fn broadcast_start<T: Element>(&self, data: Vec<T>, root: u32) -> PendingCollective<T> {
         let count = data.len();
-        let input = if self.rank == root { data } else { Vec::new() };
+        let input = if self.rank() == root {
+            data
+        } else {
+            Vec::new()
+        };
         self.collective(
             CollectiveKind::Broadcast,
             ReduceOp::None,
@@ -982,7 +1156,11 @@ impl Communicator {
         count: usize,
         root: u32,
     ) -> PendingCollective<T> {
-        let input = if self.rank == root { data } else { Vec::new() };
+        let input = if self.rank() == root {
+            data
+        } else {
+            Vec::new()
+        };
         self.collective(CollectiveKind::Scatter, ReduceOp::None, root, count, input)
     }
 
@@ -1042,7 +1220,7 @@ impl Communicator {
 
     /// Copy `root`'s `data` to every rank's `data` (same length everywhere).
     pub async fn broadcast<T: Element>(&self, data: &mut [T], root: u32) -> Result<(), NexarError> {
-        let input = if self.rank == root {
+        let input = if self.rank() == root {
             data.to_vec()
         } else {
             Vec::new()
@@ -1068,7 +1246,7 @@ impl Communicator {
         root: u32,
     ) -> Result<(), NexarError> {
         let out = self.reduce_start(data.to_vec(), op, root).await?;
-        if self.rank == root {
+        if self.rank() == root {
             copy_out("reduce output", data, &out)?;
         }
         Ok(())
@@ -1083,7 +1261,7 @@ impl Communicator {
         check_len(
             "all_gather recv",
             recv.len(),
-            send.len() * self.size as usize,
+            send.len() * self.size() as usize,
         )?;
         let out = self.all_gather_start(send.to_vec()).await?;
         copy_out("all_gather recv", recv, &out)
@@ -1099,7 +1277,7 @@ impl Communicator {
         check_len(
             "reduce_scatter send",
             send.len(),
-            recv.len() * self.size as usize,
+            recv.len() * self.size() as usize,
         )?;
         let out = self.reduce_scatter_start(send.to_vec(), op).await?;
         copy_out("reduce_scatter recv", recv, &out)
@@ -1113,11 +1291,11 @@ impl Communicator {
         recv: &mut [T],
         root: u32,
     ) -> Result<(), NexarError> {
-        if self.rank == root {
-            check_len("gather recv", recv.len(), send.len() * self.size as usize)?;
+        if self.rank() == root {
+            check_len("gather recv", recv.len(), send.len() * self.size() as usize)?;
         }
         let out = self.gather_start(send.to_vec(), root).await?;
-        if self.rank == root {
+        if self.rank() == root {
             copy_out("gather recv", recv, &out)?;
         }
         Ok(())
@@ -1131,8 +1309,12 @@ impl Communicator {
         recv: &mut [T],
         root: u32,
     ) -> Result<(), NexarError> {
-        let input = if self.rank == root {
-            check_len("scatter send", send.len(), recv.len() * self.size as usize)?;
+        let input = if self.rank() == root {
+            check_len(
+                "scatter send",
+                send.len(),
+                recv.len() * self.size() as usize,
+            )?;
             send.to_vec()
         } else {
             Vec::new()
@@ -1209,6 +1391,7 @@ impl Communicator {
             })
             .await?;
         Ok(made.map(|(id, rank, size)| Communicator {
+            view: None,
             tx: self.tx.clone(),
             id,
             rank,
@@ -1251,9 +1434,10 @@ fn typed_output<T: Element>(outcome: Outcome) -> Result<Vec<T>, NexarError> {
     }
 }
 
-fn unexpected(wanted: &str, got: &Outcome) -> NexarError {
+pub(crate) fn unexpected(wanted: &str, got: &Outcome) -> NexarError {
     let got = match got {
         Outcome::Sent => "Sent",
+        Outcome::Rpc { .. } => "Rpc",
         Outcome::Received { .. } => "Received",
         Outcome::Collective { .. } => "Collective",
         Outcome::Split { .. } => "Split",

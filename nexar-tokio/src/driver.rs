@@ -45,6 +45,12 @@ pub(crate) fn spawn(
     Ok(())
 }
 
+/// Run `task` detached on the current runtime (RPC handlers; called from the driver task,
+/// so the runtime context is there).
+pub(crate) fn spawn_task(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(task);
+}
+
 /// The loop of [`NodeHost`]'s docs: drain outputs, then wait for exactly one input.
 async fn run(socket: UdpSocket, mut host: NodeHost, mut inbox: Inbox) {
     let mut rx = vec![0u8; MAX_DATAGRAM];

@@ -40,22 +40,28 @@
 //! [`Client::shutdown`] before the runtime ends so the linger is not cut short.
 //!
 //! Layout: `api.rs` is the runtime-agnostic part (handles, requests, the node host) and is
-//! shared verbatim with `nexar-smol`; `driver.rs` is the tokio loop; `env.rs` reads
-//! launcher variables. Each node runs in its own task, so on a multi-thread runtime ranks
-//! in one process use all cores, and on a current-thread runtime everything still works.
+//! shared verbatim with `nexar-smol`, as is `rpc.rs` (RPC handlers and calls);
+//! `driver.rs` is the tokio loop; `env.rs` reads launcher variables. Each node runs in its
+//! own task, so on a multi-thread runtime ranks in one process use all cores, and on a
+//! current-thread runtime everything still works.
 
 mod api;
 mod driver;
 mod env;
+mod membership;
 pub mod reference;
+mod rpc;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,
     Pending, PendingCollective, Seed, LINGER_QUIET,
 };
 pub use env::{join_from_env, LaunchEnv};
-pub use nexar_proto::codec::{DType, ReduceOp};
+pub use membership::{Membership, MembershipEvents};
+pub use nexar_proto::codec::{DType, ReduceOp, RpcStatus};
 pub use nexar_proto::collective::{CommId, Element};
 pub use nexar_proto::{
-    CommandError, ConfigError, JoinError, JoinTicket, NodeConfig, NodeStats, OpError, TicketError,
+    CommandError, ConfigError, DownReason, Event, JoinError, JoinTicket, NodeConfig, NodeStats,
+    OpError, RecoveryPolicy, TicketError,
 };
+pub use rpc::RpcResult;

@@ -331,3 +331,108 @@ fn seed_and_workers_example_as_processes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// (iter, epoch, rank, world, check) of every line of the resilient job.
+fn resilient_rows(stdout: &str) -> Vec<(u64, u64, u64, u64, String)> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let field = |key: &str| {
+                let start = l.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
+                let rest = &l[start..];
+                let end = rest.find([',', '}']).expect("field end");
+                rest[..end].trim_matches('"').to_string()
+            };
+            let num = |key: &str| field(key).parse::<u64>().expect(key);
+            (
+                num("iter"),
+                num("epoch"),
+                num("rank"),
+                num("world"),
+                field("check"),
+            )
+        })
+        .collect()
+}
+
+/// Kill one of four worker processes in the middle of their allreduce loop: under the
+/// automatic policy the three survivors agree on the new world and go on, every
+/// allreduce after that correct on 3 ranks.
+#[test]
+fn killing_a_worker_process_the_survivors_recover_and_go_on() {
+    let motion = ["--recovery", "automatic", "--heartbeat-timeout-ms", "1000"];
+    let mut seed_args = vec!["seed", "--listen", "127.0.0.1:0", "--world-size", "4"];
+    seed_args.extend(motion);
+    let (seed, ticket) = start_seed(NEXAR, &seed_args);
+    let mut workers: Vec<Child> = (0..4)
+        .map(|_| {
+            Command::new(NEXAR)
+                .args(["worker", "--join", &ticket])
+                .args(motion)
+                .args(["resilient", "--iters", "60", "--count", "16384"])
+                .args(["--pause-ms", "40"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect();
+    // Watch one worker's progress; kill another once they are well into the loop.
+    let watched = workers[0].stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(watched).lines() {
+            let line = line.expect("line");
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(());
+        }
+        all
+    });
+    for _ in 0..10 {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the loop is running");
+    }
+    let victim = workers.remove(3);
+    let _ = stop(victim);
+    let mut outputs = vec![];
+    for (i, w) in workers.into_iter().enumerate() {
+        let out = wait(w, Duration::from_secs(120));
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "survivor {i} failed: {stderr}");
+        outputs.push(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    outputs[0] = reader.join().expect("reader");
+    let _ = stop(seed);
+    for (i, out) in outputs.iter().enumerate() {
+        let rows = resilient_rows(out);
+        // An iteration cut short may be skipped by the survivors' agreement afterwards.
+        assert!(rows.len() >= 55, "survivor {i}: {out}");
+        let last = rows.last().expect("rows");
+        assert_eq!(last.0, 59, "survivor {i} stopped early: {out}");
+        assert_eq!((last.3, last.4.as_str()), (3, "ok"), "survivor {i}: {out}");
+        assert!(last.1 >= 2, "survivor {i} never changed epoch: {out}");
+        for row in &rows {
+            assert!(
+                row.4 == "ok" || row.4.starts_with("error"),
+                "survivor {i}: {row:?}"
+            );
+            if row.4 == "ok" {
+                assert!(row.3 == 4 || row.3 == 3, "{row:?}");
+            }
+        }
+        assert!(
+            rows.iter().filter(|r| r.4 == "ok" && r.3 == 3).count() >= 30,
+            "survivor {i} did too little on the smaller world: {out}"
+        );
+    }
+    // The survivors' new ranks are 0, 1, 2: dense, in their old order.
+    let mut ranks: Vec<u64> = outputs
+        .iter()
+        .map(|o| resilient_rows(o).last().expect("rows").2)
+        .collect();
+    ranks.sort_unstable();
+    assert_eq!(ranks, vec![0, 1, 2]);
+}

@@ -116,6 +116,14 @@ impl Node {
                         self.apply_exec(out);
                         Vec::new()
                     }
+                    (StreamClass::Rpc, Message::RpcRequest(request)) => {
+                        self.on_rpc_request(from, request);
+                        Vec::new()
+                    }
+                    (StreamClass::Rpc, Message::RpcResponse(response)) => {
+                        self.on_rpc_response(from, response);
+                        Vec::new()
+                    }
                     // Messages from an earlier epoch are stale by definition: drop them.
                     (StreamClass::P2p, Message::Tagged(_)) => Vec::new(),
                     // Collectives and liveness traffic are handled by their own layers.
@@ -310,6 +318,7 @@ impl Node {
             exec.on_peer_lost(rank, &mut out);
             self.apply_exec(out);
         }
+        self.rpc_peer_lost(rank);
     }
 
     /// Carry out what the collective executor asked for.

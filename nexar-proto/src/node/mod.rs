@@ -6,17 +6,18 @@
 
 mod dispatch;
 mod motion;
+mod rpc;
 #[cfg(feature = "sim")]
 mod sim_host;
 mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::{CollectiveKind, Hello, Message, ReduceOp, Tagged};
+use crate::codec::{CollectiveKind, Hello, Message, ReduceOp, RpcStatus, Tagged};
 use crate::collective::exec::{ExecConfig, Executor};
 use crate::collective::{Buffer, CommId};
 use crate::config::{NodeConfig, SeedConfig};
@@ -27,6 +28,7 @@ use crate::membership::coordinator::Coordinator;
 use crate::membership::seed::SeedState;
 use crate::membership::worker::WorkerState;
 use crate::p2p::P2p;
+use crate::rpc::{Rpc, RpcRequestId};
 use crate::ticket::JoinTicket;
 use crate::transport::{SendError, StreamClass, Transport, TransportLimits};
 use crate::Transmit;
@@ -98,6 +100,34 @@ pub enum Command {
     /// tripping anyone's failure detection. Completes with `Outcome::Checkpoint { rank:
     /// None, .. }`; the node does nothing more.
     Leave,
+    /// Call the function registered under `fn_id` on rank `to` (may be our own) with
+    /// `payload`. Completes with `Outcome::Rpc` carrying the answer, or fails with
+    /// `OpError::RpcFailed` (the target answered another status: unknown function,
+    /// handler error, overloaded), `OpError::PeerLost` (the target is gone) or
+    /// `OpError::RpcTimeout` (no answer within `timeout`; `None` waits until an answer
+    /// or the target's loss).
+    Rpc {
+        /// The target rank.
+        to: u32,
+        /// The function to call there.
+        fn_id: u32,
+        /// The arguments (at most `Node::max_rpc_payload` bytes).
+        payload: Bytes,
+        /// How long to wait for the answer.
+        timeout: Option<Duration>,
+    },
+    /// Answer the request of an `Event::RpcRequest`. `status` other than `Ok` fails the
+    /// caller's call with `OpError::RpcFailed` carrying `payload`. Completes with
+    /// `Outcome::Sent` once QUIC has taken the answer; a refused answer (too large,
+    /// backpressure) leaves the request pending, to be answered again.
+    RpcRespond {
+        /// The `request` of the event.
+        request: RpcRequestId,
+        /// The outcome to report.
+        status: RpcStatus,
+        /// The result, or the error detail (at most `Node::max_rpc_payload` bytes).
+        payload: Bytes,
+    },
 }
 
 /// Seed or worker, with the role's state machine.
@@ -125,6 +155,14 @@ pub struct NodeStats {
     /// Messages dropped because they belonged to an earlier epoch (or, at the seed, came
     /// from an evicted member).
     pub stale_dropped: u64,
+    /// RPC calls of ours awaiting an answer.
+    pub rpc_calls: usize,
+    /// RPC requests handed to the application and not answered yet.
+    pub rpc_requests: usize,
+    /// RPC responses ignored: for no call of ours, from the wrong rank, or too late.
+    pub rpc_ignored_responses: u64,
+    /// RPC requests refused `Overloaded` (their caller was at `max_rpc_inbound`).
+    pub rpc_overloaded: u64,
 }
 
 /// A nexar node: a seed that forms the cluster, or a worker that is one rank of it.
@@ -136,6 +174,7 @@ pub struct Node {
     /// Largest frame payload peers accept (our decoder's limit; all nodes share it).
     max_frame_len: u32,
     p2p: P2p,
+    rpc: Rpc,
     /// Runs collectives; exists once the worker is ready.
     exec: Option<Executor>,
     exec_config: ExecConfig,
@@ -252,6 +291,7 @@ impl Node {
             max_unmatched: config.max_unmatched_bytes,
             max_frame_len: config.limits.max_frame_len,
             p2p: P2p::default(),
+            rpc: Rpc::new(config.max_rpc_inbound),
             exec: None,
             exec_config: ExecConfig {
                 collective: config.collective.clone(),
@@ -349,6 +389,10 @@ impl Node {
                 Role::Seed { state, .. } => state.coord.stale(),
                 Role::Worker(_) => self.motion.stale(),
             },
+            rpc_calls: self.rpc.calls_in_flight(),
+            rpc_requests: self.rpc.requests_pending(),
+            rpc_ignored_responses: self.rpc.counters().ignored_responses,
+            rpc_overloaded: self.rpc.counters().overloaded,
         }
     }
 
@@ -383,6 +427,7 @@ impl Node {
             exec.handle_timeout(now, &mut out);
             self.apply_exec(out);
         }
+        self.rpc_timeouts(now);
         self.process(now);
     }
 
@@ -390,11 +435,20 @@ impl Node {
 
     /// Start an operation. Errors mean nothing was started.
     ///
-    /// While the membership is changing (a recovery under way) commands are accepted
-    /// and held; they start on the new world, in order, once it is agreed.
+    /// After `Command::Checkpoint` commands are accepted and held; they start on the new
+    /// world, in order, once it is agreed. During a recovery they are refused
+    /// (`CommandError::Recovering`).
     pub fn command(&mut self, now: Instant, command: Command) -> Result<OpId, CommandError> {
         let now = self.clock(now);
-        let runnable = self.admit()?;
+        let membership = matches!(
+            command,
+            Command::Recover | Command::Checkpoint | Command::Leave
+        );
+        // Recover, checkpoint and leave are taken during a recovery too: they wait for it.
+        let runnable = match self.admit() {
+            Err(CommandError::Recovering) if membership => false,
+            other => other?,
+        };
         self.ready_membership()?;
         let op = self.op();
         let result = if matches!(command, Command::Recover) {
@@ -477,6 +531,20 @@ impl Node {
                 exec.split(now, op, comm, color, key, &mut out)?;
                 self.apply_exec(out);
             }
+            Command::Rpc {
+                to,
+                fn_id,
+                payload,
+                timeout,
+            } => {
+                check_rank(to, world)?;
+                self.start_rpc(now, op, me, to, fn_id, payload, timeout)?;
+            }
+            Command::RpcRespond {
+                request,
+                status,
+                payload,
+            } => self.rpc_respond(op, me, request, status, payload)?,
             Command::Recover => self.recover(now, op)?,
             Command::Checkpoint => self.checkpoint(op, false)?,
             Command::Leave => self.checkpoint(op, true)?,
@@ -509,11 +577,13 @@ impl Node {
             Role::Worker(w) => w.poll_timeout(),
         };
         let exec = self.exec.as_ref().and_then(Executor::poll_timeout);
+        let rpc = self.rpc.poll_timeout();
         [
             self.transport.poll_timeout(),
             role,
             exec,
             self.motion.poll_timeout(),
+            rpc,
         ]
         .into_iter()
         .flatten()
@@ -543,6 +613,10 @@ impl Node {
     }
 
     fn conn_of(&self, rank: u32) -> Result<crate::transport::ConnId, CommandError> {
+        // A rank found down stays unreachable until an epoch change says otherwise.
+        if self.motion.is_down(rank) {
+            return Err(CommandError::PeerUnavailable { rank });
+        }
         match &self.role {
             Role::Worker(w) => w
                 .conn_of(rank)

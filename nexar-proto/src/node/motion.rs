@@ -59,7 +59,7 @@ pub(super) struct Motion {
     state: State,
     /// Ranks (in the current epoch) found down and not yet resolved by an epoch change.
     suspected: BTreeSet<u32>,
-    /// Commands issued while recovering, started in order on the new world.
+    /// Commands issued after `checkpoint()`, started in order on the new world.
     held: VecDeque<(OpId, Command)>,
     /// `Recover` commands waiting for the new epoch.
     recover_ops: Vec<OpId>,
@@ -111,6 +111,11 @@ impl Motion {
         }
     }
 
+    /// Whether `rank` was found down in this epoch.
+    pub(super) fn is_down(&self, rank: u32) -> bool {
+        self.suspected.contains(&rank)
+    }
+
     pub(super) fn stale(&self) -> u64 {
         self.stale
     }
@@ -137,11 +142,15 @@ fn message_len(msg: &Message) -> usize {
 }
 
 impl Node {
-    /// Whether a command may run now: `Ok(true)` to start it, `Ok(false)` to hold it.
+    /// Whether a command may run now: `Ok(true)` to start it, `Ok(false)` to hold it
+    /// (after `checkpoint()`, whose callers all stand at the same point of their
+    /// programs). During a recovery commands are refused, not held: ranks may disagree on
+    /// what completed before the failure, so only the application can line them up again
+    /// on the new world (after `Event::EpochChanged`).
     pub(super) fn admit(&self) -> Result<bool, CommandError> {
         match self.motion.state {
             State::Normal => Ok(self.motion.checkpoint.is_none()),
-            State::Recovering { .. } => Ok(false),
+            State::Recovering { .. } => Err(CommandError::Recovering),
             State::Aborted { rank } => Err(CommandError::Aborted { rank }),
             State::Gone => Err(CommandError::NotMember),
         }
@@ -585,6 +594,7 @@ impl Node {
         // communicators too): once ranks move, nothing of them is meaningful.
         if reset_p2p {
             self.p2p = P2p::default();
+            self.rpc_reset(&OpError::EpochChanged { epoch });
         }
         if let Role::Worker(w) = &self.role {
             for conn in w.live_conns() {
@@ -665,8 +675,9 @@ impl Node {
         }
     }
 
-    /// Fail every collective and posted receive with `err`.
+    /// Fail every collective, posted receive and RPC call with `err`.
     fn fail_everything(&mut self, err: &OpError) {
+        self.rpc_reset(err);
         for op in self.p2p.take_all_posted() {
             self.complete(op, Err(err.clone()));
         }

@@ -6,12 +6,13 @@
 //! never references, so the membership and collective layers never see quinn types.
 //!
 //! Stream layout on every connection (both directions, each side opens its own):
-//! the first three unidirectional streams a side opens are, by stream index, `Control`
-//! (0), `Collective` (1) and `P2p` (2). The index alone names the class, so no stream
+//! the first four unidirectional streams a side opens are, by stream index, `Control`
+//! (0), `Collective` (1), `P2p` (2) and `Rpc` (3). The index alone names the class, so no stream
 //! preamble is needed, and quinn-proto's in-order stream opening guarantees the indices.
 //! Control has the highest send priority so that heartbeats and membership messages never
 //! queue behind bulk data; tagged point-to-point data has its own stream so that a flood
-//! of unmatched messages, which we stop reading (backpressure), never blocks collectives.
+//! of unmatched messages, which we stop reading (backpressure), never blocks collectives,
+//! and RPC has its own so that a call never waits behind that paused tagged data.
 
 mod peer;
 

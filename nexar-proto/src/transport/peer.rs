@@ -1,4 +1,4 @@
-//! One QUIC connection with its three framed stream classes in each direction.
+//! One QUIC connection with its four framed stream classes in each direction.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -22,15 +22,22 @@ pub(crate) enum StreamClass {
     Control = 0,
     /// Collective chunks.
     Collective = 1,
-    /// Tagged point-to-point data and RPC.
+    /// Tagged point-to-point data.
     P2p = 2,
+    /// RPC requests and responses: never paused, so a call is not stuck behind tagged
+    /// data that waits for a receive (see `paced`).
+    Rpc = 3,
 }
 
+/// How many stream classes there are (the per-class arrays below).
+const CLASSES: usize = 4;
+
 impl StreamClass {
-    const ALL: [StreamClass; 3] = [
+    const ALL: [StreamClass; CLASSES] = [
         StreamClass::Control,
         StreamClass::Collective,
         StreamClass::P2p,
+        StreamClass::Rpc,
     ];
 
     fn from_index(index: u64) -> Option<Self> {
@@ -49,7 +56,7 @@ impl StreamClass {
     fn priority(self) -> i32 {
         match self {
             StreamClass::Control => 2,
-            StreamClass::P2p => 1,
+            StreamClass::P2p | StreamClass::Rpc => 1,
             StreamClass::Collective => 0,
         }
     }
@@ -79,12 +86,12 @@ pub(super) struct Peer {
     /// `Connected` has been reported upward.
     connected_reported: bool,
     limits: TransportLimits,
-    out: [Outgoing; 3],
+    out: [Outgoing; CLASSES],
     /// Incoming streams by id, each with its own decoder (frames never span streams).
     incoming: BTreeMap<StreamId, (StreamClass, FrameDecoder)>,
-    reading: [bool; 3],
+    reading: [bool; CLASSES],
     /// Paced classes whose reads paused after a delivery (see `StreamClass::paced`).
-    paused: [bool; 3],
+    paused: [bool; CLASSES],
     closed: bool,
     lost_reported: bool,
 }
@@ -99,8 +106,8 @@ impl Peer {
             limits,
             out: Default::default(),
             incoming: BTreeMap::new(),
-            reading: [true; 3],
-            paused: [false; 3],
+            reading: [true; CLASSES],
+            paused: [false; CLASSES],
             closed: false,
             lost_reported: false,
         }
@@ -117,8 +124,8 @@ impl Peer {
         let out = &mut self.out[class as usize];
         // Collective chunks are copies of buffers the caller already holds for operations
         // it started, so their memory is bounded by those operations; only point-to-point
-        // sends, which a caller can issue without limit, get a queue bound.
-        let bounded = class == StreamClass::P2p;
+        // sends and RPC, which a caller can issue without limit, get a queue bound.
+        let bounded = matches!(class, StreamClass::P2p | StreamClass::Rpc);
         if bounded && out.queued + frame.len() > self.limits.max_queued_bytes && out.queued > 0 {
             return Err(SendError::QueueFull {
                 queued: out.queued,
@@ -217,7 +224,7 @@ impl Peer {
         for class in StreamClass::ALL {
             let out = &mut self.out[class as usize];
             if out.id.is_none() {
-                // The peer grants at least three uni streams (our transport config);
+                // The peer grants at least four uni streams (our transport config);
                 // if it grants fewer we retry on the next process() call.
                 if let Some(id) = self.conn.streams().open(Dir::Uni) {
                     let _ = self.conn.send_stream(id).set_priority(class.priority());
@@ -236,7 +243,7 @@ impl Peer {
                     let decoder = FrameDecoder::new(self.limits.codec);
                     self.incoming.insert(id, (class, decoder));
                 }
-                // A fourth stream is not part of the protocol; refuse its bytes.
+                // A fifth stream is not part of the protocol; refuse its bytes.
                 None => {
                     let _ = self.conn.recv_stream(id).stop(varint(CLOSE_MALFORMED));
                 }

@@ -11,6 +11,7 @@
 
 mod bench;
 mod rank;
+mod resilient;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -19,7 +20,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use nexar_tokio::{bootstrap_local, Client, Config, EnvError, JoinTicket, LaunchEnv, Seed};
+use nexar_tokio::{
+    bootstrap_local, Client, Config, EnvError, JoinTicket, LaunchEnv, RecoveryPolicy, Seed,
+};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -60,6 +63,41 @@ struct SeedArgs {
     /// The address workers should dial, if not the listen address (NAT, 0.0.0.0).
     #[arg(long)]
     advertise: Option<SocketAddr>,
+    #[command(flatten)]
+    motion: MotionArgs,
+}
+
+/// Failure detection and recovery (give the seed and every worker the same).
+#[derive(Debug, Clone, Args)]
+struct MotionArgs {
+    /// What to do when a rank dies: abort (fail everything, the default), automatic
+    /// (agree on the dead, renumber, go on) or manual.
+    #[arg(long, value_enum, default_value_t = Recovery::Abort)]
+    recovery: Recovery,
+    /// Heartbeat timeout in milliseconds (heartbeats go out at a fifth of it).
+    #[arg(long, default_value_t = 5000)]
+    heartbeat_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Recovery {
+    Abort,
+    Automatic,
+    Manual,
+}
+
+impl MotionArgs {
+    fn apply(&self, config: Config) -> Config {
+        let policy = match self.recovery {
+            Recovery::Abort => RecoveryPolicy::Abort,
+            Recovery::Automatic => RecoveryPolicy::Automatic,
+            Recovery::Manual => RecoveryPolicy::Manual,
+        };
+        let timeout = Duration::from_millis(self.heartbeat_timeout_ms.max(10));
+        config
+            .with_recovery(policy)
+            .with_heartbeat(timeout / 5, timeout)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +111,8 @@ struct WorkerArgs {
     /// Local address to bind [default: port 0 on loopback or the unspecified address].
     #[arg(long)]
     bind: Option<SocketAddr>,
+    #[command(flatten)]
+    motion: MotionArgs,
     #[command(subcommand)]
     job: Job,
 }
@@ -100,6 +140,9 @@ enum Driver {
 enum Job {
     /// Sweep one collective over sizes and print an nccl-tests-style table (rank 0).
     Bench(bench::BenchArgs),
+    /// Allreduce in a loop straight through failures (worker only; use with
+    /// `--recovery automatic`); one JSON line per iteration.
+    Resilient(resilient::ResilientArgs),
 }
 
 fn main() -> ExitCode {
@@ -163,10 +206,10 @@ async fn seed(args: SeedArgs) -> Result<bool, Error> {
         .world_size
         .or(env.world_size.map(|(n, _)| n))
         .ok_or("give --world-size N (or set NEXAR_WORLD_SIZE, WORLD_SIZE or SLURM_NTASKS)")?;
-    let config = Config {
+    let config = args.motion.apply(Config {
         advertise: args.advertise,
         ..Config::default()
-    };
+    });
     let seed = Seed::bind(listen, world_size, config).await?;
     let ticket = seed.ticket().to_string();
     // The file first: whoever reads the ticket on stdout may count on the file too.
@@ -243,7 +286,9 @@ async fn worker(args: WorkerArgs) -> Result<bool, Error> {
         Some(text) => text.parse()?,
         None => env.ticket.clone().ok_or(EnvError::MissingTicket)?,
     };
-    let mut config = Config::default().with_requested_rank(args.rank);
+    let mut config = args
+        .motion
+        .apply(Config::default().with_requested_rank(args.rank));
     config.bind = args.bind;
     let client = Client::join(&ticket, env.apply(config)).await?;
     if let Some((expected, var)) = env.world_size {
@@ -261,7 +306,10 @@ async fn worker(args: WorkerArgs) -> Result<bool, Error> {
         client.rank(),
         client.world_size()
     );
-    let ok = run_job(&client, &args.job, "tokio").await?;
+    let ok = match &args.job {
+        Job::Resilient(r) => resilient::run(&client, r).await?,
+        job => run_job(&client, job, "tokio").await?,
+    };
     client.shutdown().await;
     Ok(ok)
 }
@@ -358,5 +406,9 @@ async fn run_job<C: rank::Rank>(client: &C, job: &Job, driver: &str) -> Result<b
             client.barrier().await?;
             Ok(ok)
         }
+        Job::Resilient(_) => Err(
+            "the resilient job runs on workers: nexar worker --recovery automatic ... resilient"
+                .into(),
+        ),
     }
 }
