@@ -57,6 +57,8 @@ mod driver;
 mod env;
 #[path = "../../nexar-tokio/src/reference.rs"]
 pub mod reference;
+#[path = "../../nexar-tokio/src/udp.rs"]
+mod udp;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,

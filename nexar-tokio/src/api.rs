@@ -257,6 +257,16 @@ impl Config {
 
 // ---- the host: the node plus the bookkeeping every driver needs ----------------------
 
+/// One transmit from [`NodeHost::poll_transmit`]: `bytes` holds one datagram, or several
+/// of `segment` bytes each (the last may be shorter) for one GSO send.
+#[derive(Debug)]
+pub(crate) struct Outgoing<'a> {
+    pub(crate) to: SocketAddr,
+    pub(crate) segment: usize,
+    pub(crate) ecn: Option<u8>,
+    pub(crate) bytes: &'a [u8],
+}
+
 /// A reply slot for one command.
 type Reply = oneshot::Sender<Result<Outcome, NexarError>>;
 
@@ -307,6 +317,8 @@ pub(crate) struct NodeHost {
     stop_watchers: Vec<oneshot::Sender<()>>,
     span: tracing::Span,
     out: Vec<u8>,
+    /// Datagrams per transmit (GSO); see [`NodeHost::set_max_datagrams`].
+    max_datagrams: usize,
     linger: Duration,
     /// Since when every handle is gone, if they are.
     closing: Option<Instant>,
@@ -325,6 +337,7 @@ impl NodeHost {
             stop_watchers: Vec::new(),
             span,
             out: Vec::with_capacity(64 * 1024),
+            max_datagrams: 1,
             linger,
             closing: None,
             last_io: now,
@@ -336,10 +349,16 @@ impl NodeHost {
         &self.span
     }
 
-    /// A datagram arrived (ECN bits are not read: the socket is plain).
-    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+    /// A datagram arrived, with the ECN bits of its IP header if the socket reads them.
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        ecn: Option<u8>,
+        data: BytesMut,
+    ) {
         self.last_io = now;
-        self.node.handle_datagram(now, from, None, data);
+        self.node.handle_datagram(now, from, ecn, data);
     }
 
     /// The timer fired (or any time: an early call is harmless).
@@ -375,13 +394,25 @@ impl NodeHost {
         self.closing.get_or_insert(now);
     }
 
-    /// The next datagram to send and its bytes (one datagram per call: the core asks
-    /// quinn for no GSO batches, but a batch is split by [`segments`] all the same).
-    pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, usize, &[u8])> {
-        let t = self.node.poll_transmit(now, &mut self.out)?;
+    /// The next transmit and its bytes: one datagram, or a GSO batch of up to
+    /// `max_datagrams` (see [`NodeHost::set_max_datagrams`]) cut every `segment` bytes.
+    pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Outgoing<'_>> {
+        let t = self
+            .node
+            .poll_transmit_batch(now, self.max_datagrams, &mut self.out)?;
         self.last_io = now;
-        let segment = t.segment_size.unwrap_or(t.size).max(1);
-        Some((t.destination, segment, &self.out[..t.size]))
+        Some(Outgoing {
+            to: t.destination,
+            segment: t.segment_size.unwrap_or(t.size).max(1),
+            ecn: t.ecn,
+            bytes: &self.out[..t.size],
+        })
+    }
+
+    /// How many datagrams one transmit may batch: what the socket can send in one GSO
+    /// call (1, the default, for a socket without offload).
+    pub(crate) fn set_max_datagrams(&mut self, n: usize) {
+        self.max_datagrams = n.max(1);
     }
 
     /// Deliver every pending event to whoever waits for it, and retry parked sends.
@@ -516,11 +547,6 @@ pub(crate) fn os_random() -> Result<[u8; 32], NexarError> {
         )
     })?;
     Ok(bytes)
-}
-
-/// The datagrams of one transmit (one, unless the core ever hands out a GSO batch).
-pub(crate) fn segments(bytes: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
-    bytes.chunks(segment)
 }
 
 fn bind(addr: SocketAddr) -> Result<(UdpSocket, SocketAddr), NexarError> {

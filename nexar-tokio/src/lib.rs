@@ -48,6 +48,7 @@ mod api;
 mod driver;
 mod env;
 pub mod reference;
+mod udp;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,
