@@ -19,12 +19,18 @@ use crate::api::{NodeHost, Outgoing, MAX_DATAGRAM};
 /// what one call can return; quinn sizes its buffers for more, at 2 MiB a socket.
 const RECV_BUFFERS: usize = 8;
 
+/// Bytes of the block received datagrams are copied into, one after another: a datagram
+/// costs a copy but no allocation of its own, and once every datagram of a block is
+/// dropped the block is reused in place (`BytesMut::reserve` reclaims it).
+const ARENA: usize = 1 << 20;
+
 /// quinn-udp's state for one socket plus our receive buffers.
 #[derive(Debug)]
 pub(crate) struct Udp {
     state: UdpSocketState,
     buf: Vec<u8>,
     meta: [RecvMeta; RECV_BUFFERS],
+    arena: BytesMut,
 }
 
 impl Udp {
@@ -34,6 +40,7 @@ impl Udp {
             state: UdpSocketState::new(socket)?,
             buf: vec![0; MAX_DATAGRAM * RECV_BUFFERS],
             meta: [RecvMeta::default(); RECV_BUFFERS],
+            arena: BytesMut::with_capacity(ARENA),
         })
     }
 
@@ -62,7 +69,9 @@ impl Udp {
             let ecn = meta.ecn.map(|e| e as u8);
             let stride = meta.stride.max(1);
             for datagram in slice[..meta.len].chunks(stride) {
-                host.handle_datagram(now, meta.addr, ecn, BytesMut::from(datagram));
+                self.arena.reserve(datagram.len());
+                self.arena.extend_from_slice(datagram);
+                host.handle_datagram(now, meta.addr, ecn, self.arena.split());
                 datagrams += 1;
             }
         }

@@ -10,6 +10,7 @@
 //! Logging: `NEXAR_LOG=debug` (or info, trace, ...) writes tracing output to stderr.
 
 mod bench;
+mod malloc;
 mod rank;
 
 use std::io::Write;
@@ -103,6 +104,7 @@ enum Job {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
