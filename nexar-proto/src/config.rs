@@ -60,6 +60,16 @@ pub struct NodeConfig {
     /// Bytes of chunks held for collectives not yet started here; past it we stop
     /// reading the sender (QUIC flow control holds the rest).
     pub max_early_bytes: usize,
+    /// The round-trip time QUIC assumes before it has measured one. It sets how long a
+    /// lost handshake packet waits to be resent (about three times this); RFC 9002's
+    /// 333 ms suits the Internet, and the drivers lower it for loopback clusters, where a
+    /// dial that races the peer's listener otherwise stalls formation for a second.
+    pub initial_rtt: Duration,
+    /// UDP payload size used from the first packet, before MTU discovery (at least 1200,
+    /// at most `max_udp_payload`). Where the path MTU is known in advance (loopback), start
+    /// at it: every MTU probe is a datagram of padding that the receiver parses byte by
+    /// byte, which at 64 KiB made probing most of the CPU a loopback cluster spent forming.
+    pub initial_mtu: u16,
 }
 
 impl NodeConfig {
@@ -83,6 +93,8 @@ impl NodeConfig {
             collective: CollectiveConfig::default(),
             collective_timeout: Duration::from_secs(60),
             max_early_bytes: 256 << 20,
+            initial_rtt: Duration::from_millis(333),
+            initial_mtu: 1200,
         }
     }
 

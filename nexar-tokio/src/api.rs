@@ -197,6 +197,11 @@ pub const LINGER_QUIET: Duration = Duration::from_millis(100);
 /// The UDP payload ceiling `bootstrap_local` uses: loopback's MTU is 64 KiB.
 pub const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_000;
 
+/// The round-trip time `bootstrap_local` lets QUIC assume before measuring one: a
+/// loopback round trip is tens of microseconds, so a handshake packet lost to a dial
+/// that raced the peer's listener is resent after milliseconds, not after a second.
+pub const LOOPBACK_INITIAL_RTT: Duration = Duration::from_millis(10);
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -829,6 +834,9 @@ pub async fn bootstrap_local_with(
     // Loopback carries 64 KiB datagrams and never fragments: let MTU discovery go there
     // (about 5x the throughput of Ethernet-sized packets, one syscall per datagram).
     config.node.max_udp_payload = config.node.max_udp_payload.max(LOOPBACK_MAX_UDP_PAYLOAD);
+    config.node.initial_rtt = config.node.initial_rtt.min(LOOPBACK_INITIAL_RTT);
+    // Loopback's MTU is known: start there instead of probing up to it.
+    config.node.initial_mtu = config.node.max_udp_payload;
     let seed = Seed::bind(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         n,
