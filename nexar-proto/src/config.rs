@@ -75,6 +75,16 @@ pub struct NodeConfig {
     /// Per caller, the most RPC requests handed to the application and not answered yet;
     /// more are answered `Overloaded` without reaching it.
     pub max_rpc_inbound: usize,
+    /// The round-trip time QUIC assumes before it has measured one. It sets how long a
+    /// lost handshake packet waits to be resent (about three times this); RFC 9002's
+    /// 333 ms suits the Internet, and the drivers lower it for loopback clusters, where a
+    /// dial that races the peer's listener otherwise stalls formation for a second.
+    pub initial_rtt: Duration,
+    /// UDP payload size used from the first packet, before MTU discovery (at least 1200,
+    /// at most `max_udp_payload`). Where the path MTU is known in advance (loopback), start
+    /// at it: every MTU probe is a datagram of padding that the receiver parses byte by
+    /// byte, which at 64 KiB made probing most of the CPU a loopback cluster spent forming.
+    pub initial_mtu: u16,
 }
 
 /// What happens when a member is found dead (DESIGN §4: every epoch change is one
@@ -89,7 +99,7 @@ pub enum RecoveryPolicy {
     Abort,
     /// Fail the in-flight operations, agree on the dead set through the seed, renumber
     /// the survivors densely in their old order, move to the next epoch and go on.
-    /// Commands issued meanwhile wait and run on the new world.
+    /// Commands issued meanwhile are refused (`CommandError::Recovering`) until then.
     Automatic,
     /// Report `Event::PeerDown` and fail only what needed the dead rank; the application
     /// decides, e.g. by issuing `Command::Recover` (which then works as `Automatic`).
@@ -122,6 +132,8 @@ impl NodeConfig {
             recovery: RecoveryPolicy::Abort,
             recovery_timeout: Duration::from_secs(5),
             max_rpc_inbound: 64,
+            initial_rtt: Duration::from_millis(333),
+            initial_mtu: 1200,
         }
     }
 

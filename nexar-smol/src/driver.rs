@@ -2,31 +2,30 @@
 //! [`NodeHost`], in one task on smol's global executor.
 //!
 //! It moves bytes and time and nothing else, as `nexar-tokio`'s driver does (same socket
-//! buffers, same bounded receive burst, inputs polled in rotation like tokio's unbiased
-//! `select!`): datagrams from the socket go to the node, the node's datagrams go to the
-//! socket, the clock reading goes in when the node's deadline passes, and requests from
-//! the handles go in as they arrive. Which request waits for which event, and when to
-//! stop, is decided in `api.rs`; protocol decisions are the core's.
+//! buffers and socket calls (`udp.rs`: GSO, GRO, ECN through quinn-udp), same bounded
+//! receive burst, inputs polled in rotation like tokio's unbiased `select!`): datagrams
+//! from the socket go to the node, the node's datagrams go to the socket, the clock
+//! reading goes in when the node's deadline passes, and requests from the handles go in
+//! as they arrive. Which request waits for which event, and when to stop, is decided in
+//! `api/`; protocol decisions are the core's.
 //!
 //! Two things differ because async-io is not tokio: the timer is re-armed only to fire
 //! earlier (each insertion wakes async-io's reactor), and the socket remembers a
-//! `WouldBlock` so that a wait costs no failing `recvfrom` (tokio caches readiness itself).
+//! `WouldBlock` so that a wait costs no failing `recvmmsg` (tokio caches readiness itself).
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::BytesMut;
 use smol::stream::StreamExt;
 use smol::{Async, Timer};
 use tracing::Instrument;
 
-use crate::api::{
-    segments, Inbox, NexarError, NodeHost, Request, MAX_DATAGRAM, RECV_BURST, SOCKET_BUFFER,
-};
+use crate::api::{Inbox, NexarError, NodeHost, Outgoing, Request, RECV_BURST, SOCKET_BUFFER};
+use crate::udp::Udp;
 
 /// Run `host` on `socket` in a new detached task of smol's global executor.
 ///
@@ -38,10 +37,12 @@ pub(crate) fn spawn(socket: UdpSocket, host: NodeHost, inbox: Inbox) -> Result<(
     // Best effort: a smaller buffer only costs retransmissions.
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    let udp = Udp::new((&socket).into())
+        .map_err(|e| NexarError::io("setting up the socket for GSO, GRO and ECN", e))?;
     // Makes the socket non-blocking and registers it with async-io's reactor.
     let socket = Async::new(socket).map_err(|e| NexarError::io("registering the socket", e))?;
     let span = host.span().clone();
-    smol::spawn(run(socket, host, inbox).instrument(span)).detach();
+    smol::spawn(run(socket, udp, host, inbox).instrument(span)).detach();
     Ok(())
 }
 
@@ -52,20 +53,22 @@ pub(crate) fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
 
 /// The one input the loop got while waiting.
 enum Input {
-    Datagram(io::Result<(usize, SocketAddr)>),
+    /// The socket may hold datagrams.
+    Readable(io::Result<()>),
     /// `None`: every handle is gone.
     Request(Option<Request>),
     Timeout,
 }
 
 /// The loop of [`NodeHost`]'s docs: drain outputs, then wait for exactly one input.
-async fn run(socket: Async<UdpSocket>, mut host: NodeHost, mut inbox: Inbox) {
+async fn run(socket: Async<UdpSocket>, udp: Udp, mut host: NodeHost, mut inbox: Inbox) {
     let mut socket = Socket {
         io: socket,
+        udp,
         readable: true,
     };
-    let mut rx = vec![0u8; MAX_DATAGRAM];
     let mut inbox_open = true;
+    host.set_max_datagrams(socket.udp.max_datagrams());
     // One timer for the life of the task.
     let mut timer = Timer::never();
     let mut armed: Option<Instant> = None;
@@ -74,11 +77,11 @@ async fn run(socket: Async<UdpSocket>, mut host: NodeHost, mut inbox: Inbox) {
     loop {
         let mut now = Instant::now();
         loop {
-            while let Some((to, segment, bytes)) = host.poll_transmit(now) {
-                for datagram in segments(bytes, segment) {
-                    socket.send(datagram, to).await;
-                }
+            while let Some(out) = host.poll_transmit(now) {
+                socket.send(&out).await;
             }
+            // The kernel may have refused GSO once; then quinn-udp offers batches of 1.
+            host.set_max_datagrams(socket.udp.max_datagrams());
             if !host.drain_events(now) {
                 break;
             }
@@ -109,7 +112,7 @@ async fn run(socket: Async<UdpSocket>, mut host: NodeHost, mut inbox: Inbox) {
             // `select!` does); the first ready wins. A closed inbox is not polled.
             for k in 0..3 {
                 let polled = match (turn + k) % 3 {
-                    0 => socket.poll_recv(cx, &mut rx).map(Input::Datagram),
+                    0 => socket.poll_readable(cx).map(Input::Readable),
                     1 if inbox_open => inbox.poll_next(cx).map(Input::Request),
                     1 => Poll::Pending,
                     _ => Pin::new(&mut timer).poll(cx).map(|_| Input::Timeout),
@@ -122,13 +125,8 @@ async fn run(socket: Async<UdpSocket>, mut host: NodeHost, mut inbox: Inbox) {
         })
         .await;
         match input {
-            Input::Datagram(Ok((n, from))) => {
-                host.handle_datagram(Instant::now(), from, BytesMut::from(&rx[..n]));
-                socket.read_burst(&mut rx, &mut host);
-            }
-            // An ICMP error reported on an unconnected socket (some platforms do): the
-            // datagram is simply lost; QUIC copes.
-            Input::Datagram(Err(e)) => tracing::debug!(error = %e, "recv_from"),
+            Input::Readable(Ok(())) => socket.read_burst(&mut host),
+            Input::Readable(Err(e)) => tracing::debug!(error = %e, "readable"),
             Input::Request(Some(request)) => host.handle_request(Instant::now(), request),
             Input::Request(None) => {
                 inbox_open = false;
@@ -142,63 +140,54 @@ async fn run(socket: Async<UdpSocket>, mut host: NodeHost, mut inbox: Inbox) {
     }
 }
 
-/// The UDP socket and what the last read said about it.
+/// The UDP socket, quinn-udp's state for it, and what the last read said about it.
 struct Socket {
     io: Async<UdpSocket>,
+    udp: Udp,
     /// Whether a read may find a datagram: false once a read saw `WouldBlock`, until the
-    /// reactor reports the socket readable (saves a failing `recvfrom` per wait).
+    /// reactor reports the socket readable (saves a failing `recvmmsg` per wait).
     readable: bool,
 }
 
 impl Socket {
-    /// Receive one datagram, or register for readability. While `readable` it reads
-    /// first, so a queue that is already full costs no trip through the reactor.
-    fn poll_recv(
-        &mut self,
-        cx: &mut Context<'_>,
-        rx: &mut [u8],
-    ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        loop {
-            if !self.readable {
-                // Registers interest; level-triggered, so a datagram that came in since
-                // the failed read is reported at once. Ready may be stale: the read tells.
-                if let Err(e) = std::task::ready!(self.io.poll_readable(cx)) {
-                    return Poll::Ready(Err(e));
-                }
-                self.readable = true;
-            }
-            match self.io.get_ref().recv_from(rx) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                result => return Poll::Ready(result),
-            }
+    /// Ready at once while `readable`, so a queue that is already full costs no trip
+    /// through the reactor; else registers interest (level-triggered, so a datagram that
+    /// came in since the failed read is reported at once; the read tells if it is stale).
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.readable {
+            std::task::ready!(self.io.poll_readable(cx))?;
+            self.readable = true;
         }
+        Poll::Ready(Ok(()))
     }
 
-    /// Read what else is already queued without going back to the poll.
+    /// Read what is queued, up to [`RECV_BURST`] calls (each may return many datagrams),
+    /// without going back to the poll.
     ///
     /// Feeding several datagrams before draining outputs is how quinn itself handles a GRO
     /// batch: inputs only change state, and the drain right after sees all of it (one ACK
-    /// for many packets instead of one each). Bounded by [`RECV_BURST`].
-    fn read_burst(&mut self, rx: &mut [u8], host: &mut NodeHost) {
+    /// for many packets instead of one each).
+    fn read_burst(&mut self, host: &mut NodeHost) {
         for _ in 0..RECV_BURST {
-            match self.io.get_ref().recv_from(rx) {
-                Ok((n, from)) => {
-                    host.handle_datagram(Instant::now(), from, BytesMut::from(&rx[..n]))
-                }
-                Err(e) => {
-                    self.readable = e.kind() != io::ErrorKind::WouldBlock;
+            match self.udp.recv(self.io.get_ref().into(), host) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
                     return;
                 }
+                // An ICMP error reported on an unconnected socket (some platforms do):
+                // the datagram is simply lost; QUIC copes.
+                Err(e) => tracing::debug!(error = %e, "recv"),
             }
         }
     }
 
-    async fn send(&self, datagram: &[u8], to: SocketAddr) {
+    async fn send(&self, out: &Outgoing<'_>) {
         // Tries at once, waits while the socket buffer is full. Any error is a lost
         // datagram, which QUIC recovers from; the node itself notices an unreachable peer
         // by its idle timeout.
-        if let Err(e) = self.io.send_to(datagram, to).await {
-            tracing::debug!(error = %e, %to, "send_to");
+        if let Err(e) = self.io.write_with(|s| self.udp.send(s.into(), out)).await {
+            tracing::debug!(error = %e, to = %out.to, "send");
         }
     }
 }

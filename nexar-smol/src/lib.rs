@@ -46,12 +46,12 @@
 //! short linger ([`Config::linger`]); call [`Client::shutdown`] before the process exits so
 //! the linger is not cut short.
 //!
-//! Layout: `api.rs` (handles, requests, the node host), `rpc.rs` (RPC handlers and calls),
+//! Layout: `api/` (handles, requests, the node host), `rpc.rs` (RPC handlers and calls),
 //! `env.rs` (launcher variables) and `reference.rs` (the reproducible all-reduce) are
 //! `nexar-tokio`'s files, compiled here unchanged through `#[path]`; `driver.rs` is the
 //! smol loop.
 
-#[path = "../../nexar-tokio/src/api.rs"]
+#[path = "../../nexar-tokio/src/api/mod.rs"]
 mod api;
 mod driver;
 #[path = "../../nexar-tokio/src/env.rs"]
@@ -62,6 +62,8 @@ mod membership;
 pub mod reference;
 #[path = "../../nexar-tokio/src/rpc.rs"]
 mod rpc;
+#[path = "../../nexar-tokio/src/udp.rs"]
+mod udp;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,

@@ -4,18 +4,19 @@
 //! It moves bytes and time and nothing else: datagrams from the socket go to the node,
 //! the node's datagrams go to the socket, the clock reading goes in when the node's
 //! deadline passes, and requests from the handles go in as they arrive. Which request
-//! waits for which event, and when to stop, is decided in `api.rs`; protocol decisions
-//! are the core's. The loop works on a current-thread runtime as well as a multi-thread
-//! one (the task never blocks and shares nothing).
+//! waits for which event, and when to stop, is decided in `api/`; protocol decisions
+//! are the core's; the socket calls (GSO, GRO, ECN through quinn-udp) are `udp.rs`'s.
+//! The loop works on a current-thread runtime as well as a multi-thread one (the task
+//! never blocks and shares nothing).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::Instrument;
 
-use crate::api::{segments, Inbox, NexarError, NodeHost, MAX_DATAGRAM, RECV_BURST, SOCKET_BUFFER};
+use crate::api::{Inbox, NexarError, NodeHost, RECV_BURST, SOCKET_BUFFER};
+use crate::udp::Udp;
 
 /// Run `host` on `socket` in a new task of the current tokio runtime.
 pub(crate) fn spawn(
@@ -33,6 +34,8 @@ pub(crate) fn spawn(
     // Best effort: a smaller buffer only costs retransmissions.
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    let udp = Udp::new((&socket).into())
+        .map_err(|e| NexarError::io("setting up the socket for GSO, GRO and ECN", e))?;
     socket
         .set_nonblocking(true)
         .map_err(|e| NexarError::io("making the socket non-blocking", e))?;
@@ -41,7 +44,7 @@ pub(crate) fn spawn(
         UdpSocket::from_std(socket).map_err(|e| NexarError::io("registering the socket", e))?
     };
     let span = host.span().clone();
-    runtime.spawn(run(socket, host, inbox).instrument(span));
+    runtime.spawn(run(socket, udp, host, inbox).instrument(span));
     Ok(())
 }
 
@@ -52,9 +55,9 @@ pub(crate) fn spawn_task(task: impl std::future::Future<Output = ()> + Send + 's
 }
 
 /// The loop of [`NodeHost`]'s docs: drain outputs, then wait for exactly one input.
-async fn run(socket: UdpSocket, mut host: NodeHost, mut inbox: Inbox) {
-    let mut rx = vec![0u8; MAX_DATAGRAM];
+async fn run(socket: UdpSocket, mut udp: Udp, mut host: NodeHost, mut inbox: Inbox) {
     let mut inbox_open = true;
+    host.set_max_datagrams(udp.max_datagrams());
     // One timer for the life of the task, re-armed only when the deadline moves.
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let timer = tokio::time::sleep_until(far());
@@ -63,11 +66,19 @@ async fn run(socket: UdpSocket, mut host: NodeHost, mut inbox: Inbox) {
     loop {
         let mut now = Instant::now();
         loop {
-            while let Some((to, segment, bytes)) = host.poll_transmit(now) {
-                for datagram in segments(bytes, segment) {
-                    send(&socket, datagram, to).await;
+            while let Some(out) = host.poll_transmit(now) {
+                // Waits while the socket buffer is full. Any error is a lost datagram,
+                // which QUIC recovers from; the node notices an unreachable peer by its
+                // idle timeout.
+                let sent = socket
+                    .async_io(Interest::WRITABLE, || udp.send((&socket).into(), &out))
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, to = %out.to, "send");
                 }
             }
+            // The kernel may have refused GSO once; then quinn-udp offers batches of 1.
+            host.set_max_datagrams(udp.max_datagrams());
             if !host.drain_events(now) {
                 break;
             }
@@ -93,17 +104,10 @@ async fn run(socket: UdpSocket, mut host: NodeHost, mut inbox: Inbox) {
         // Unbiased (tokio polls the branches in random order), so that a flood of
         // datagrams cannot starve the handles' requests.
         tokio::select! {
-            received = socket.recv_from(&mut rx) => {
-                match received {
-                    Ok((n, from)) => {
-                        host.handle_datagram(Instant::now(), from, BytesMut::from(&rx[..n]));
-                        read_burst(&socket, &mut rx, &mut host);
-                    }
-                    // An ICMP error reported on an unconnected socket (some platforms do):
-                    // the datagram is simply lost; QUIC copes.
-                    Err(e) => tracing::debug!(error = %e, "recv_from"),
-                }
-            }
+            ready = socket.readable() => match ready {
+                Ok(()) => read_burst(&socket, &mut udp, &mut host),
+                Err(e) => tracing::debug!(error = %e, "readable"),
+            },
             request = inbox.recv(), if inbox_open => match request {
                 Ok(request) => host.handle_request(Instant::now(), request),
                 Err(_) => {
@@ -119,24 +123,22 @@ async fn run(socket: UdpSocket, mut host: NodeHost, mut inbox: Inbox) {
     }
 }
 
-/// Read what else is already queued on the socket without going back to `select`.
+/// Read what is queued on the socket, up to [`RECV_BURST`] calls (each may return many
+/// datagrams), without going back to `select`.
 ///
 /// Feeding several datagrams before draining outputs is how quinn itself handles a GRO
 /// batch: inputs only change state, and the drain right after sees all of it (one ACK for
-/// many packets instead of one each). Bounded by [`RECV_BURST`].
-fn read_burst(socket: &UdpSocket, rx: &mut [u8], host: &mut NodeHost) {
+/// many packets instead of one each).
+fn read_burst(socket: &UdpSocket, udp: &mut Udp, host: &mut NodeHost) {
     for _ in 0..RECV_BURST {
-        match socket.try_recv_from(rx) {
-            Ok((n, from)) => host.handle_datagram(Instant::now(), from, BytesMut::from(&rx[..n])),
+        match socket.try_io(Interest::READABLE, || udp.recv(socket.into(), host)) {
+            Ok(_) => {}
+            // An ICMP error reported on an unconnected socket (some platforms do): the
+            // datagram is simply lost; QUIC copes.
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                tracing::debug!(error = %e, "recv");
+            }
             Err(_) => return,
         }
-    }
-}
-
-async fn send(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) {
-    // Waits while the socket buffer is full. Any error is a lost datagram, which QUIC
-    // recovers from; the node itself notices an unreachable peer by its idle timeout.
-    if let Err(e) = socket.send_to(datagram, to).await {
-        tracing::debug!(error = %e, %to, "send_to");
     }
 }

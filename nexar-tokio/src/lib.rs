@@ -39,7 +39,7 @@
 //! stops its driver after a short linger ([`Config::linger`]); call
 //! [`Client::shutdown`] before the runtime ends so the linger is not cut short.
 //!
-//! Layout: `api.rs` is the runtime-agnostic part (handles, requests, the node host) and is
+//! Layout: `api/` is the runtime-agnostic part (handles, requests, the node host) and is
 //! shared verbatim with `nexar-smol`, as is `rpc.rs` (RPC handlers and calls);
 //! `driver.rs` is the tokio loop; `env.rs` reads launcher variables. Each node runs in its
 //! own task, so on a multi-thread runtime ranks in one process use all cores, and on a
@@ -51,6 +51,7 @@ mod env;
 mod membership;
 pub mod reference;
 mod rpc;
+mod udp;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,

@@ -2,7 +2,7 @@
 //! checkpoint renumbers the ranks), the events that tell the application about it, and
 //! `checkpoint`, `leave` and `recover`.
 //!
-//! Shared by both drivers through `#[path]`, like `api.rs`: no runtime types here.
+//! Shared by both drivers through `#[path]`, like `api/`: no runtime types here.
 
 use std::future::poll_fn;
 use std::pin::Pin;

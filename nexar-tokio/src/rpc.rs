@@ -2,7 +2,7 @@
 //! runtime, calls that resolve to the answer, and the driver inbox that carries the
 //! handlers' answers back to the node.
 //!
-//! Shared verbatim with `nexar-smol` (through `#[path]`, like `api.rs`), so it names no
+//! Shared verbatim with `nexar-smol` (through `#[path]`, like `api/`), so it names no
 //! runtime type. It asks the including crate for one more function in `crate::driver`:
 //!
 //! - `pub(crate) fn spawn_task(task: impl Future<Output = ()> + Send + 'static)`: run

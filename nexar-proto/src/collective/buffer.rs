@@ -26,6 +26,9 @@ pub trait Element: Copy + PartialOrd + Send + Sync + 'static + sealed::Sealed {
     fn from_le(bytes: &[u8]) -> Self;
     /// Encode as little-endian into `out`.
     fn put_le(self, out: &mut BytesMut);
+    /// Encode as little-endian into exactly `SIZE` bytes (the bulk paths: a loop of these
+    /// over `chunks_exact_mut(SIZE)` compiles to a plain copy on little-endian targets).
+    fn write_le(self, out: &mut [u8]);
     /// `op(a, b)`; integers wrap instead of overflowing.
     fn combine(op: ReduceOp, a: Self, b: Self) -> Self;
     /// The value `x` with `op(identity, x) == x`.
@@ -123,6 +126,10 @@ macro_rules! element {
         #[inline]
         fn put_le(self, out: &mut BytesMut) {
             out.put_slice(&($to)(self));
+        }
+        #[inline]
+        fn write_le(self, out: &mut [u8]) {
+            out.copy_from_slice(&($to)(self));
         }
         fn into_buffer(v: Vec<Self>) -> Buffer {
             Buffer::$variant(v)
@@ -349,11 +356,11 @@ impl Buffer {
     /// Little-endian bytes of `range` (the caller checked it is in bounds).
     pub fn encode_range(&self, range: Range<usize>) -> Bytes {
         fn enc<T: Element>(v: &[T]) -> Bytes {
-            let mut out = BytesMut::with_capacity(v.len() * T::SIZE);
-            for x in v {
-                x.put_le(&mut out);
+            let mut out = vec![0u8; v.len() * T::SIZE];
+            for (o, x) in out.chunks_exact_mut(T::SIZE).zip(v) {
+                x.write_le(o);
             }
-            out.freeze()
+            Bytes::from(out)
         }
         with_vec!(self, v => enc(&v[range]))
     }

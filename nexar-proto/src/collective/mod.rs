@@ -10,6 +10,9 @@ pub mod buffer;
 mod comm;
 pub(crate) mod exec;
 mod flight;
+/// The real executor of every rank in memory, for benches (not a stable API).
+#[doc(hidden)]
+pub mod loopback;
 pub mod plan;
 pub mod plans;
 mod running;

@@ -66,6 +66,9 @@ pub struct TransportParams {
     pub max_concurrent_uni_streams: u32,
     /// Congestion controller.
     pub congestion: CongestionControl,
+    /// Round-trip time assumed until one is measured (sets the first handshake
+    /// retransmission timeout, about three times this).
+    pub initial_rtt: Duration,
 }
 
 impl Default for TransportParams {
@@ -82,6 +85,7 @@ impl Default for TransportParams {
             max_concurrent_bidi_streams: 1024,
             max_concurrent_uni_streams: 1024,
             congestion: CongestionControl::Cubic,
+            initial_rtt: Duration::from_millis(333),
         }
     }
 }
@@ -104,6 +108,7 @@ impl TransportParams {
             IdleTimeout::try_from(self.idle_timeout).map_err(|_| bad("idle_timeout"))?,
         ))
         .keep_alive_interval(self.keep_alive_interval)
+        .initial_rtt(self.initial_rtt)
         .initial_mtu(self.initial_mtu)
         .stream_receive_window(varint(self.stream_receive_window, "stream_receive_window")?)
         .receive_window(varint(
@@ -120,16 +125,29 @@ impl TransportParams {
         } else {
             t.mtu_discovery_config(None);
         }
+        // RFC 9002 §7.2 for the first packet size, not quinn's fixed 14 720 bytes: a
+        // window smaller than one packet (with a 64 KiB initial MTU) would never open.
+        let window = initial_window(self.initial_mtu);
         match self.congestion {
             CongestionControl::Cubic => {
-                t.congestion_controller_factory(Arc::new(CubicConfig::default()))
+                let mut c = CubicConfig::default();
+                c.initial_window(window);
+                t.congestion_controller_factory(Arc::new(c))
             }
             CongestionControl::NewReno => {
-                t.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
+                let mut c = NewRenoConfig::default();
+                c.initial_window(window);
+                t.congestion_controller_factory(Arc::new(c))
             }
         };
         Ok(Arc::new(t))
     }
+}
+
+/// RFC 9002 §7.2: `min(10 * max_datagram_size, max(14720, 2 * max_datagram_size))`.
+fn initial_window(mtu: u16) -> u64 {
+    let mtu = u64::from(mtu);
+    (10 * mtu).min(14_720u64.max(2 * mtu))
 }
 
 /// The endpoint configuration for a node whose randomness derives from `seed`.
@@ -222,6 +240,15 @@ mod tests {
     fn default_params_are_valid() {
         TransportParams::default().transport_config().unwrap();
         endpoint_config(&[0; 32], &TransportParams::default()).unwrap();
+    }
+
+    #[test]
+    fn the_initial_window_holds_packets_of_the_initial_size() {
+        // quinn's default (14 720 bytes) is 12 packets of 1200 bytes but not one of 64 KiB.
+        assert_eq!(initial_window(1200), 12_000);
+        assert_eq!(initial_window(1452), 14_520);
+        assert_eq!(initial_window(65_000), 130_000);
+        assert!(initial_window(u16::MAX) >= 2 * u64::from(u16::MAX));
     }
 
     #[test]

@@ -325,11 +325,14 @@ impl Node {
     pub(super) fn apply_exec(&mut self, outputs: Vec<ExecOutput>) {
         for output in outputs {
             match output {
-                ExecOutput::Send { to, frame } => {
+                ExecOutput::Send { to, frame, bulk } => {
                     if let Ok(conn) = self.conn_of(to) {
                         // Unbounded for collectives (see Peer::send); a closing
                         // connection reports its loss, which fails the operation.
                         let _ = self.transport.send(conn, StreamClass::Collective, frame);
+                        if !bulk.is_empty() {
+                            let _ = self.transport.send(conn, StreamClass::Collective, bulk);
+                        }
                     }
                 }
                 ExecOutput::Completed { op, outcome } => {

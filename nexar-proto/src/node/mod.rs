@@ -557,8 +557,21 @@ impl Node {
     /// The next datagram to send, written into `buf`. Call until `None` after every input.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.poll_transmit_batch(now, 1, buf)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), but the transmit may be a GSO batch of
+    /// up to `max_datagrams` datagrams to one destination, each `segment_size` bytes but
+    /// the last; a driver whose socket cannot offload sends them one by one.
+    #[must_use]
+    pub fn poll_transmit_batch(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
         let now = self.clock(now);
-        let t = self.transport.poll_transmit(now, buf);
+        let t = self.transport.poll_transmit(now, max_datagrams, buf);
         self.process(now);
         t
     }

@@ -51,6 +51,8 @@ impl Tls {
             idle_timeout: config.idle_timeout,
             keep_alive_interval: Some(config.keep_alive),
             max_udp_payload: config.max_udp_payload,
+            initial_rtt: config.initial_rtt,
+            initial_mtu: config.initial_mtu,
             ..TransportParams::default()
         };
         Ok(Self {

@@ -92,6 +92,10 @@ pub(crate) struct TransportLimits {
     pub max_incoming: usize,
 }
 
+/// Most bytes one GSO batch may carry: Linux refuses a UDP GSO send whose total payload
+/// does not fit one IP datagram (65 535 bytes less the IPv6 and UDP headers).
+pub(crate) const MAX_GSO_BYTES: usize = 65_000;
+
 /// Application close code used when a peer violates the framing rules.
 pub(crate) const CLOSE_MALFORMED: u64 = 0x1;
 
@@ -371,8 +375,18 @@ impl Transport {
             .min()
     }
 
-    /// One datagram per call, round-robin over connections so none starves the rest.
-    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    /// One transmit per call, round-robin over connections so none starves the rest: a
+    /// single datagram, or with `max_datagrams > 1` a GSO batch of up to that many
+    /// equal-sized datagrams to one destination (`Transmit::segment_size`).
+    ///
+    /// A batch never exceeds [`MAX_GSO_BYTES`] in total, whatever the path MTU: the kernel
+    /// refuses larger GSO sends outright, which would lose every datagram in them.
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
         if let Some((t, bytes)) = self.responses.pop_front() {
             buf.clear();
             buf.extend_from_slice(&bytes);
@@ -389,7 +403,9 @@ impl Transport {
                 continue;
             };
             buf.clear();
-            if let Some(t) = peer.conn.poll_transmit(now, 1, buf) {
+            let mtu = usize::from(peer.conn.current_mtu()).max(1);
+            let max = max_datagrams.min(MAX_GSO_BYTES / mtu).max(1);
+            if let Some(t) = peer.conn.poll_transmit(now, max, buf) {
                 self.next_tx = (start + i + 1) % ids.len();
                 // Sending may have produced endpoint events (e.g. retired CIDs).
                 self.dirty.insert(id);

@@ -67,6 +67,7 @@ impl Executor {
             out.push(ExecOutput::Send {
                 to,
                 frame: Message::Chunk(chunk).to_frame(),
+                bulk: Bytes::new(),
             });
         }
     }

@@ -34,8 +34,10 @@ pub(crate) const ABORT_STEP: u32 = u32::MAX;
 /// What the executor asks the node to do.
 #[derive(Debug)]
 pub(crate) enum ExecOutput {
-    /// Send a collective frame to a world rank.
-    Send { to: u32, frame: Bytes },
+    /// Send a collective frame to a world rank: `frame` (header and fields), then `bulk`
+    /// (the chunk's payload, possibly empty) on the same stream. Kept apart so the payload
+    /// reaches QUIC's send buffer without being copied into the frame.
+    Send { to: u32, frame: Bytes, bulk: Bytes },
     /// An operation finished.
     Completed {
         op: OpId,
@@ -227,8 +229,15 @@ impl Executor {
                 got: input.len(),
             });
         }
-        let mut buf = input.zeros_like(layout.buffer_len);
-        buf.copy_from(layout.input.start, &input, 0..input.len());
+        // The input is the working buffer when it covers it (allreduce, broadcast,
+        // reduce): no second allocation and copy of the user's data.
+        let mut buf = if layout.input == (0..layout.buffer_len) {
+            input
+        } else {
+            let mut buf = input.zeros_like(layout.buffer_len);
+            buf.copy_from(layout.input.start, &input, 0..input.len());
+            buf
+        };
         if !layout.fill_identity.is_empty() {
             buf.fill_identity(layout.fill_identity.clone(), op);
         }
@@ -370,10 +379,8 @@ impl Executor {
         while let Some(s) = queue.pop_front() {
             let to = self.world_rank(comm, s.to);
             if to != self.me {
-                out.push(ExecOutput::Send {
-                    to,
-                    frame: frame(s),
-                });
+                let (frame, bulk) = frame(s);
+                out.push(ExecOutput::Send { to, frame, bulk });
                 continue;
             }
             if result.is_err() {
@@ -580,11 +587,14 @@ fn validate(spec: &CollectiveSpec, size: u32) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn frame(s: OutChunk) -> Bytes {
-    Message::Chunk(Chunk {
+/// The chunk's frame without its payload, and the payload (see `ExecOutput::Send`).
+fn frame(s: OutChunk) -> (Bytes, Bytes) {
+    let mut head = bytes::BytesMut::new();
+    let bulk = Message::Chunk(Chunk {
         header: s.header,
         fingerprint: s.fingerprint,
         payload: s.payload,
     })
-    .to_frame()
+    .encode_prefix(&mut head);
+    (head.freeze(), bulk)
 }

@@ -10,6 +10,7 @@
 //! Logging: `NEXAR_LOG=debug` (or info, trace, ...) writes tracing output to stderr.
 
 mod bench;
+mod malloc;
 mod rank;
 mod resilient;
 
@@ -146,6 +147,7 @@ enum Job {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -314,11 +316,22 @@ async fn worker(args: WorkerArgs) -> Result<bool, Error> {
     Ok(ok)
 }
 
+/// How long `bootstrap_local` took (seed, every join, the full mesh), on stderr so that
+/// the bench's `--json` rows stay the only lines on stdout.
+fn report_formation(ranks: u32, started: std::time::Instant) {
+    eprintln!(
+        "# formed {ranks} ranks in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
 async fn local(args: LocalArgs) -> Result<bool, Error> {
     if args.driver == Driver::Smol {
         return Err("the smol driver is not built into this binary (feature smol-driver)".into());
     }
+    let started = std::time::Instant::now();
     let (seed, clients) = bootstrap_local(args.ranks).await?;
+    report_formation(args.ranks, started);
     let job = std::sync::Arc::new(args.job);
     let tasks: Vec<_> = clients
         .into_iter()
@@ -355,7 +368,9 @@ async fn local(args: LocalArgs) -> Result<bool, Error> {
 /// and the ranks' jobs are tasks of smol's global executor.
 #[cfg(feature = "smol-driver")]
 async fn local_smol(args: LocalArgs) -> Result<bool, Error> {
+    let started = std::time::Instant::now();
     let (seed, clients) = nexar_smol::bootstrap_local(args.ranks).await?;
+    report_formation(args.ranks, started);
     let job = std::sync::Arc::new(args.job);
     let tasks: Vec<_> = clients
         .into_iter()

@@ -1,5 +1,5 @@
 //! The rank API the bench needs, for either driver: `nexar_tokio::Client` and
-//! `nexar_smol::Client` are distinct types compiled from one source file (`api.rs`), with
+//! `nexar_smol::Client` are distinct types compiled from one source file (`api/`), with
 //! the same methods; [`Rank`] names the ones the bench calls so that one bench runs on both.
 
 use std::future::Future;

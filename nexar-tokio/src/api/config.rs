@@ -1,0 +1,131 @@
+//! How to start a seed or a worker, from code.
+
+use super::*;
+
+// ---- configuration -----------------------------------------------------------------
+
+/// How to start a seed or a worker.
+///
+/// `node` carries every knob of the core (timeouts, limits, collective thresholds). The
+/// driver overwrites the three fields that come from the process rather than from the
+/// user: `rng_seed` (the OS CSPRNG, or [`Config::rng_seed`]), `unix_time` (the wall clock)
+/// and `listen_addr` (the bound socket, or [`Config::advertise`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The core's configuration (see [`NodeConfig`]); the fields named above are replaced.
+    pub node: NodeConfig,
+    /// Worker: the local address to bind. `None` binds port 0 on the loopback address if
+    /// the seed is on loopback, else on the unspecified address of the seed's family.
+    pub bind: Option<SocketAddr>,
+    /// The address peers should dial, when the socket's own address is not it (NAT, or a
+    /// socket bound to `0.0.0.0`). A worker may leave the IP unspecified: the seed fills in
+    /// the IP it sees the worker connect from.
+    pub advertise: Option<SocketAddr>,
+    /// A fixed RNG seed instead of the OS CSPRNG: reproducible keys and connection IDs for
+    /// tests. Never use it in production: the seed derives the node's identity key.
+    pub rng_seed: Option<[u8; 32]>,
+    /// After the last handle is dropped, the driver goes on answering the network until no
+    /// datagram moved for [`LINGER_QUIET`] or for at most this long, so that QUIC can
+    /// still retransmit the last data peers need. `Duration::ZERO` stops at once (a crash,
+    /// as far as peers can tell).
+    pub linger: Duration,
+    /// Seed: the largest world a checkpoint may grow to (joiners past it are refused);
+    /// `None` keeps the formed size.
+    pub max_world_size: Option<u32>,
+    /// Seed: joiners held for the next checkpoint at most.
+    pub max_pending_joins: usize,
+}
+
+/// How long without any datagram in or out ends a linger early: long past a loopback or
+/// LAN probe timeout, so data still unacknowledged would have been resent by then.
+pub const LINGER_QUIET: Duration = Duration::from_millis(100);
+
+/// The UDP payload ceiling `bootstrap_local` uses: loopback's MTU is 64 KiB.
+pub const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_000;
+
+/// The round-trip time `bootstrap_local` lets QUIC assume before measuring one: a
+/// loopback round trip is tens of microseconds, so a handshake packet lost to a dial
+/// that raced the peer's listener is resent after milliseconds, not after a second.
+pub const LOOPBACK_INITIAL_RTT: Duration = Duration::from_millis(10);
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node: NodeConfig::new([0; 32], 0, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            bind: None,
+            advertise: None,
+            rng_seed: None,
+            linger: Duration::from_secs(2),
+            max_world_size: None,
+            max_pending_joins: 64,
+        }
+    }
+}
+
+impl Config {
+    /// Ask the seed for this rank (what a launcher such as Slurm or torchrun assigned).
+    pub fn with_requested_rank(mut self, rank: Option<u32>) -> Self {
+        self.node.requested_rank = rank;
+        self
+    }
+
+    /// QUIC idle timeout: a peer silent this long is lost (keep-alive set to a third).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.node.idle_timeout = timeout;
+        self.node.keep_alive = timeout / 3;
+        self
+    }
+
+    /// Every collective must finish within this, or fails with `OpError::Timeout`.
+    pub fn with_collective_timeout(mut self, timeout: Duration) -> Self {
+        self.node.collective_timeout = timeout;
+        self
+    }
+
+    /// What every node does when a peer dies (must be the same on the seed and every
+    /// worker): see [`RecoveryPolicy`](nexar_proto::RecoveryPolicy).
+    pub fn with_recovery(mut self, policy: nexar_proto::RecoveryPolicy) -> Self {
+        self.node.recovery = policy;
+        self
+    }
+
+    /// Heartbeat every `interval`; a peer silent for `timeout` is down. The seed waits
+    /// as long for a recovery round's votes.
+    pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.node.heartbeat_interval = interval;
+        self.node.heartbeat_timeout = timeout;
+        self.node.recovery_timeout = timeout;
+        self
+    }
+
+    /// Seed: let checkpoints admit joiners up to this world size.
+    pub fn with_max_world_size(mut self, max: u32) -> Self {
+        self.max_world_size = Some(max);
+        self
+    }
+
+    /// The linger after the last handle is dropped (see [`Config::linger`]).
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// The local address to bind (see [`Config::bind`]).
+    pub fn with_bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
+    pub(super) fn node_config(&self, local: SocketAddr) -> Result<NodeConfig, NexarError> {
+        let mut node = self.node.clone();
+        node.rng_seed = match self.rng_seed {
+            Some(seed) => seed,
+            None => os_random()?,
+        };
+        node.unix_time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        node.listen_addr = self.advertise.unwrap_or(local);
+        Ok(node)
+    }
+}

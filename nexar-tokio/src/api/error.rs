@@ -1,0 +1,137 @@
+//! Errors: the core's typed errors and the driver's own.
+
+use super::*;
+
+// ---- errors ------------------------------------------------------------------------
+
+/// Everything a nexar call can fail with: the core's typed errors, unchanged, plus the
+/// driver's own (I/O, a stopped driver, a caller's buffer of the wrong length).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NexarError {
+    /// The node refused to start the command; nothing was sent.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The operation started but failed (a lost peer, a timeout, a mismatch).
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// The worker could not join the cluster.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A join ticket did not parse.
+    #[error(transparent)]
+    Ticket(#[from] TicketError),
+    /// A launcher environment variable was missing or malformed.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// A socket or OS call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the driver was doing.
+        context: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A caller's buffer does not have the length the collective needs on this rank.
+    #[error("{what}: buffer has {got} elements, needs {expected}")]
+    Length {
+        /// Which argument.
+        what: &'static str,
+        /// Elements required.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
+    /// The membership moved to another epoch between the moment the caller looked at it
+    /// (its rank and world size) and the moment the node would have started the
+    /// operation: nothing was started. Look again (`Client::rank`, `world_size`) and
+    /// reissue. This fence is what keeps an operation built for one world from running
+    /// on another.
+    #[error("the membership is at epoch {current}; the operation was built for epoch {expected}")]
+    EpochChanged {
+        /// The epoch the caller saw.
+        expected: u64,
+        /// The node's epoch.
+        current: u64,
+    },
+    /// The driver task is gone (its runtime shut down, or every handle was dropped while
+    /// this operation was pending).
+    #[error("the nexar driver task has stopped")]
+    DriverStopped,
+    /// A point-to-point message larger than one frame may carry (the core's
+    /// `limits.max_frame_len` less the message header); send it in pieces.
+    #[error("message of {len} bytes exceeds the largest point-to-point message, {max} bytes")]
+    MessageTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload accepted.
+        max: usize,
+    },
+    /// The node answered with an outcome of another kind: a bug in nexar.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl NexarError {
+    /// An I/O error with what the driver was doing.
+    pub fn io(context: &'static str, source: std::io::Error) -> Self {
+        Self::Io { context, source }
+    }
+}
+
+/// A launcher environment variable that nexar cannot use (see the `env` module for the
+/// variables and their precedence).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvError {
+    /// The variable is set but its value is malformed.
+    #[error("{var}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The rank is not below the world size.
+    #[error(
+        "rank {rank} (from {rank_var}) is not below world size {world_size} (from {world_var})"
+    )]
+    RankOutOfRange {
+        /// The rank.
+        rank: u32,
+        /// Where it came from.
+        rank_var: &'static str,
+        /// The world size.
+        world_size: u32,
+        /// Where it came from.
+        world_var: &'static str,
+    },
+    /// No ticket: neither `NEXAR_JOIN` nor `NEXAR_JOIN_FILE` is set. torchrun's and
+    /// Slurm's variables carry no join secret, so they cannot replace a ticket.
+    #[error("no join ticket: set NEXAR_JOIN (or NEXAR_JOIN_FILE to a file the seed wrote with --ticket-file); MASTER_ADDR/RANK/WORLD_SIZE give rank and size but carry no join secret")]
+    MissingTicket,
+    /// The ticket file could not be read.
+    #[error("cannot read the join ticket file {path}: {detail}")]
+    TicketFile {
+        /// The path from `NEXAR_JOIN_FILE`.
+        path: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// The cluster formed with another size than the environment announced.
+    #[error("the environment says world size {expected} (from {var}) but the cluster has {actual} ranks")]
+    WorldSizeMismatch {
+        /// What the environment said.
+        expected: u32,
+        /// Which variable said it.
+        var: &'static str,
+        /// What the seed formed.
+        actual: u32,
+    },
+}
