@@ -62,6 +62,8 @@ mod membership;
 pub mod reference;
 #[path = "../../nexar-tokio/src/rpc.rs"]
 mod rpc;
+#[path = "../../nexar-tokio/src/state_file.rs"]
+mod state_file;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,

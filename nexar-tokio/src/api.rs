@@ -208,6 +208,9 @@ pub struct Config {
     pub max_world_size: Option<u32>,
     /// Seed: joiners held for the next checkpoint at most.
     pub max_pending_joins: usize,
+    /// Seed: where its state lives (see [`Seed::bind`]). It holds key material: the
+    /// file is written mode 0600.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// How long without any datagram in or out ends a linger early: long past a loopback or
@@ -227,6 +230,7 @@ impl Default for Config {
             linger: Duration::from_secs(2),
             max_world_size: None,
             max_pending_joins: 64,
+            state_file: None,
         }
     }
 }
@@ -276,6 +280,12 @@ impl Config {
     /// The linger after the last handle is dropped (see [`Config::linger`]).
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self
+    }
+
+    /// Seed: persist its state in `path` and restart from it (see [`Seed::bind`]).
+    pub fn with_state_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.state_file = Some(path.into());
         self
     }
 
@@ -370,6 +380,8 @@ pub(crate) struct NodeHost {
     /// Since when every handle is gone, if they are.
     closing: Option<Instant>,
     last_io: Instant,
+    /// Seed: where to write its state on every change.
+    state_file: Option<std::path::PathBuf>,
 }
 
 impl NodeHost {
@@ -396,6 +408,7 @@ impl NodeHost {
             linger,
             closing: None,
             last_io: now,
+            state_file: None,
         }
     }
 
@@ -591,6 +604,16 @@ impl NodeHost {
             Event::JoinerRejected { remote, reason } => {
                 tracing::warn!(%remote, ?reason, "joiner rejected");
             }
+            Event::SeedStateChanged { epoch } => {
+                let (Some(path), Some(bytes)) = (&self.state_file, self.node.seed_snapshot())
+                else {
+                    return;
+                };
+                match crate::state_file::write(path, &bytes) {
+                    Ok(()) => tracing::debug!(epoch, "seed state written"),
+                    Err(error) => tracing::error!(%error, "cannot write the seed's state file"),
+                }
+            }
             Event::RpcRequest {
                 from,
                 request,
@@ -687,11 +710,23 @@ pub struct Seed {
 impl Seed {
     /// Bind `addr` and start a seed for `world_size` ranks. The join secret and the
     /// node's RNG seed come from the OS CSPRNG. Must be called within the runtime.
+    ///
+    /// With [`Config::state_file`], the seed's state is written there on every change; if
+    /// the file already exists, the seed comes back from it instead (same ticket, same
+    /// members, the persisted world size and limits), and the workers reconnect to it.
+    /// Bind the address the ticket names (or one that reaches it).
     pub async fn bind(
         addr: SocketAddr,
         world_size: u32,
         config: Config,
     ) -> Result<Seed, NexarError> {
+        if let Some(path) = config.state_file.clone() {
+            let saved = crate::state_file::read(&path)
+                .map_err(|e| NexarError::io("reading the seed's state file", e))?;
+            if let Some(saved) = saved {
+                return Seed::restore(addr, &saved, path, config);
+            }
+        }
         let (socket, local) = bind(addr)?;
         let node_config = config.node_config(local)?;
         let secret = os_random()?;
@@ -706,7 +741,37 @@ impl Seed {
             .ok_or_else(|| NexarError::Internal("a seed without a ticket".into()))?;
         let span = tracing::info_span!("nexar", role = "seed", %local);
         let (tx, inbox, answers) = crate::rpc::channel();
-        let host = NodeHost::new(node, span, config.linger, now, answers);
+        let mut host = NodeHost::new(node, span, config.linger, now, answers);
+        host.state_file = config.state_file;
+        crate::driver::spawn(socket, host, inbox)?;
+        Ok(Seed {
+            tx,
+            ticket,
+            local_addr: local,
+        })
+    }
+
+    /// The seed back from its state file.
+    fn restore(
+        addr: SocketAddr,
+        saved: &[u8],
+        path: std::path::PathBuf,
+        config: Config,
+    ) -> Result<Seed, NexarError> {
+        let (socket, local) = bind(addr)?;
+        let now = Instant::now();
+        let node = Node::seed_restore(config.node_config(local)?, saved, now)?;
+        let ticket = node
+            .ticket()
+            .cloned()
+            .ok_or_else(|| NexarError::Internal("a seed without a ticket".into()))?;
+        let span = tracing::info_span!("nexar", role = "seed", %local);
+        let (tx, inbox, answers) = crate::rpc::channel();
+        let formed = node.world_size();
+        let mut host = NodeHost::new(node, span, config.linger, now, answers);
+        host.state_file = Some(path);
+        // Formed before the crash: `formed()` answers at once.
+        host.formed = formed;
         crate::driver::spawn(socket, host, inbox)?;
         Ok(Seed {
             tx,

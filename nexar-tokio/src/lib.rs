@@ -51,6 +51,7 @@ mod env;
 mod membership;
 pub mod reference;
 mod rpc;
+mod state_file;
 
 pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,
