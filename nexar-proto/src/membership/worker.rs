@@ -32,6 +32,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// A mesh dial not confirmed by then is closed and dialled again.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A member's redial of the seed not connected by then is made afresh.
+const SEED_REDIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// First wait before dialling the seed again (doubling, up to `MAX_BACKOFF`).
 const SEED_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -66,6 +68,10 @@ struct SeedDial {
     retry: Option<Instant>,
     /// Dials made again so far.
     attempts: u32,
+    /// After the Welcome: a redial not connected by then is abandoned and made again
+    /// (a fresh handshake, instead of QUIC's backed-off retransmissions to a seed that
+    /// was down when the dial started).
+    abandon: Option<Instant>,
 }
 
 /// What a welcomed worker knows about the cluster.
@@ -122,6 +128,7 @@ impl WorkerState {
                 ticket,
                 retry: None,
                 attempts: 0,
+                abandon: None,
             }),
             now,
             hello,
@@ -177,6 +184,7 @@ impl WorkerState {
             // A member coming back: the seed knows us by our key and current rank.
             hello.requested_rank = returning;
             self.seed.attempts = 0;
+            self.seed.abandon = None;
         }
         let mut actions = vec![Action::Send {
             conn,
@@ -463,10 +471,11 @@ impl WorkerState {
                 });
                 links
                     .chain(self.seed.retry)
+                    .chain(self.seed.abandon)
                     .chain(std::iter::once(self.deadline))
                     .min()
             }
-            Phase::Ready => self.seed.retry,
+            Phase::Ready => self.seed.retry.into_iter().chain(self.seed.abandon).min(),
             Phase::Failed => None,
         }
     }
@@ -479,8 +488,22 @@ impl WorkerState {
     }
 
     fn seed_dial_due(&mut self, now: Instant) -> Vec<Action> {
+        if self.seed.abandon.is_some_and(|at| at <= now) {
+            self.seed.abandon = None;
+            if let Some(conn) = self.seed_conn.take() {
+                self.schedule_seed_dial(now);
+                return vec![Action::Close {
+                    conn,
+                    code: 0x2,
+                    reason: bytes::Bytes::from_static(b"seed handshake timed out"),
+                }];
+            }
+        }
         if self.seed.retry.is_some_and(|at| at <= now) {
             self.seed.retry = None;
+            if self.membership.is_some() {
+                self.seed.abandon = Some(now + SEED_REDIAL_TIMEOUT);
+            }
             return vec![Action::DialSeed {
                 addr: self.seed.ticket.addr,
                 pin: self.seed.ticket.pin,

@@ -277,10 +277,14 @@ async fn serve(seed: &Seed) -> Result<(), Error> {
             return Ok(());
         }
     }
+    // A restarted seed starts with no connection: wait for someone to come back first.
+    let mut anyone = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if seed.stats().await?.connections == 0 {
+                let connections = seed.stats().await?.connections;
+                anyone |= connections > 0;
+                if anyone && connections == 0 {
                     eprintln!("nexar seed: every worker has left");
                     return Ok(());
                 }
