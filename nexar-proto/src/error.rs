@@ -224,4 +224,7 @@ pub enum ConfigError {
     /// Building TLS or QUIC configuration failed.
     #[error("crypto setup failed: {0}")]
     Crypto(String),
+    /// A seed snapshot to restore from was refused.
+    #[error("cannot restore the seed: {0}")]
+    BadSnapshot(#[from] crate::codec::SnapshotError),
 }

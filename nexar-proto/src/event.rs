@@ -107,6 +107,13 @@ pub enum Event {
         /// The arguments, as the caller sent them.
         payload: Bytes,
     },
+    /// Seed: what its snapshot holds changed (formation, an epoch change, a member id
+    /// given out, a restart): write [`Node::seed_snapshot`](crate::Node::seed_snapshot)
+    /// to stable storage now if the seed is to survive a crash.
+    SeedStateChanged {
+        /// The membership epoch now.
+        epoch: u64,
+    },
 }
 
 /// How a peer was found down.

@@ -13,7 +13,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
-use crate::codec::{fuzzing, Kind};
+use crate::codec::{fuzzing, Kind, SeedSnapshot};
 use crate::crypto::{rank_from_cert, ClusterCa, CryptoError, DetRng, UnixTime, MAX_CSR_LEN};
 use crate::JoinTicket;
 
@@ -36,7 +36,7 @@ pub const MESSAGE_TARGETS: &[(&str, Kind)] = &[
 ];
 
 /// The targets that are not a single message kind.
-pub const OTHER_TARGETS: &[&str] = &["frame_stream", "join_ticket", "csr"];
+pub const OTHER_TARGETS: &[&str] = &["frame_stream", "join_ticket", "csr", "seed_snapshot"];
 
 /// Every target name [`check`] accepts.
 pub fn targets() -> impl Iterator<Item = &'static str> {
@@ -52,7 +52,8 @@ pub fn targets() -> impl Iterator<Item = &'static str> {
 ///   every decoded message round-trips);
 /// - a message kind (see [`MESSAGE_TARGETS`]): [`fuzzing::check_message`];
 /// - `join_ticket`: [`check_ticket`] on the input if it is UTF-8;
-/// - `csr`: [`check_csr`].
+/// - `csr`: [`check_csr`];
+/// - `seed_snapshot`: [`check_snapshot`].
 pub fn check(target: &str, data: &[u8]) -> bool {
     match target {
         "frame_stream" => fuzzing::check_stream(data),
@@ -62,6 +63,7 @@ pub fn check(target: &str, data: &[u8]) -> bool {
             }
         }
         "csr" => check_csr(data),
+        "seed_snapshot" => check_snapshot(data),
         _ => match MESSAGE_TARGETS.iter().find(|&&(name, _)| name == target) {
             Some(&(_, kind)) => fuzzing::check_message(kind.0, data),
             None => return false,
@@ -83,6 +85,26 @@ pub fn check_ticket(text: &str) {
     };
     assert_eq!(again, ticket, "parse(display(t)) != t for {text:?}");
     assert_eq!(again.to_string(), shown, "display is not stable");
+}
+
+/// If `data` decodes as a seed snapshot (under small limits, so counts reach them), it is
+/// exactly the canonical encoding of what it decoded to (no trailing bytes, one encoding
+/// per state), and that decodes back to the same snapshot.
+pub fn check_snapshot(data: &[u8]) {
+    let limits = crate::codec::Limits {
+        max_peers: 64,
+        ..crate::codec::Limits::DEFAULT
+    };
+    let Ok(snapshot) = SeedSnapshot::decode(data, &limits) else {
+        return;
+    };
+    let encoded = snapshot.encode();
+    assert_eq!(
+        &encoded[..],
+        data,
+        "the decoder accepted a non-canonical snapshot"
+    );
+    assert_eq!(SeedSnapshot::decode(&encoded, &limits), Ok(snapshot));
 }
 
 /// The cluster of the CA [`check_csr`] signs with.
@@ -185,7 +207,7 @@ mod tests {
             assert!(check(target, b"\x01\x02garbage"), "{target}");
         }
         assert!(!check("no_such_target", b""));
-        assert_eq!(targets().count(), 17);
+        assert_eq!(targets().count(), 18);
     }
 
     #[test]

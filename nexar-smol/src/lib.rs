@@ -62,6 +62,8 @@ mod membership;
 pub mod reference;
 #[path = "../../nexar-tokio/src/rpc.rs"]
 mod rpc;
+#[path = "../../nexar-tokio/src/state_file.rs"]
+mod state_file;
 #[path = "../../nexar-tokio/src/udp.rs"]
 mod udp;
 

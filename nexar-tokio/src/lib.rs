@@ -51,6 +51,7 @@ mod env;
 mod membership;
 pub mod reference;
 mod rpc;
+mod state_file;
 mod udp;
 
 pub use api::{

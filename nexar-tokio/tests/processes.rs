@@ -436,3 +436,92 @@ fn killing_a_worker_process_the_survivors_recover_and_go_on() {
     ranks.sort_unstable();
     assert_eq!(ranks, vec![0, 1, 2]);
 }
+
+/// The seed process is killed while three workers run their allreduce loop, and started
+/// again from its state file: the workers carried on without it, reconnect, and a worker
+/// killed afterwards is recovered through the restarted seed.
+#[test]
+fn the_seed_process_restarts_from_its_state_file() {
+    let dir = std::env::temp_dir().join(format!("nexar-seed-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let state = dir.join("seed.state");
+    let state_arg = state.to_str().expect("UTF-8 path");
+    let motion = ["--recovery", "automatic", "--heartbeat-timeout-ms", "1000"];
+    let mut seed_args = vec!["seed", "--listen", "127.0.0.1:0", "--world-size", "3"];
+    seed_args.extend(["--state-file", state_arg]);
+    seed_args.extend(motion);
+    let (seed, ticket) = start_seed(NEXAR, &seed_args);
+    let mut workers: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new(NEXAR)
+                .args(["worker", "--join", &ticket])
+                .args(motion)
+                .args(["resilient", "--iters", "120", "--count", "4096"])
+                .args(["--pause-ms", "40"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect();
+    let watched = workers[0].stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(watched).lines() {
+            let line = line.expect("line");
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(());
+        }
+        all
+    });
+    let lines = |n: usize| {
+        for _ in 0..n {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("the loop is running");
+        }
+    };
+    lines(10);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state)
+            .expect("state file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let _ = stop(seed);
+    // Without the seed, the loop goes on.
+    lines(15);
+    let mut restart = vec!["seed", "--state-file", state_arg];
+    restart.extend(motion);
+    let (seed, again) = start_seed(NEXAR, &restart);
+    assert_eq!(again, ticket, "the restarted seed has another ticket");
+    // Time to reconnect (heartbeat timeout, redial backoff), then a failure to recover.
+    lines(40);
+    let victim = workers.remove(2);
+    let _ = stop(victim);
+    let mut outputs = vec![];
+    for (i, w) in workers.into_iter().enumerate() {
+        let out = wait(w, Duration::from_secs(120));
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "survivor {i} failed: {stderr}");
+        outputs.push(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    outputs[0] = reader.join().expect("reader");
+    let seed_err = stop(seed);
+    let _ = std::fs::remove_dir_all(&dir);
+    for (i, out) in outputs.iter().enumerate() {
+        let rows = resilient_rows(out);
+        let last = rows.last().expect("rows");
+        assert_eq!(last.0, 119, "survivor {i} stopped early: {out}");
+        assert_eq!(
+            (last.3, last.4.as_str()),
+            (2, "ok"),
+            "survivor {i}: {out}\n{seed_err}"
+        );
+        assert!(last.1 >= 2, "survivor {i} never changed epoch: {out}");
+    }
+}

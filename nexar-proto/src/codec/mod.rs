@@ -32,6 +32,7 @@ mod limits;
 mod membership;
 mod message;
 mod p2p;
+mod snapshot;
 #[cfg(test)]
 mod strategies;
 mod vocab;
@@ -49,4 +50,5 @@ pub use membership::{
 };
 pub use message::{Frame, Message};
 pub use p2p::{Relay, RpcRequest, RpcResponse, RpcStatus, Tagged};
+pub use snapshot::{SeedSnapshot, SnapshotError, SnapshotMember};
 pub use vocab::{Algorithm, CollectiveKind, DType, ReduceOp};

@@ -101,7 +101,6 @@ impl Reader {
         Reader { rest: payload }
     }
 
-    #[cfg(test)]
     pub(crate) fn remaining(&self) -> usize {
         self.rest.len()
     }

@@ -135,6 +135,14 @@ impl ClusterCa {
     }
 }
 
+/// SHA-256 of a verified certificate request's public key (its DER SubjectPublicKeyInfo):
+/// the digest [`NodeIdentity::spki_sha256`](super::NodeIdentity::spki_sha256) gives for
+/// the requester. The seed recognises a returning member by it.
+pub fn csr_key_sha256(csr_der: &[u8]) -> Result<[u8; 32], CryptoError> {
+    use sha2::{Digest, Sha256};
+    Ok(Sha256::digest(verified_csr_key(csr_der)?).into())
+}
+
 /// Parses and verifies a CSR; returns the DER SubjectPublicKeyInfo of its (Ed25519) key.
 fn verified_csr_key(csr_der: &[u8]) -> Result<Vec<u8>, CryptoError> {
     if csr_der.len() > MAX_CSR_LEN {

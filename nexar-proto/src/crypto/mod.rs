@@ -33,7 +33,7 @@ mod handshake_tests;
 #[cfg(test)]
 mod harness;
 
-pub use ca::{ClusterCa, MAX_CSR_LEN};
+pub use ca::{csr_key_sha256, ClusterCa, MAX_CSR_LEN};
 pub use error::{CryptoError, CsrRejection};
 pub use identity::{NodeIdentity, BOOTSTRAP_SERVER_NAME};
 pub use names::{rank_from_cert, rank_server_name};

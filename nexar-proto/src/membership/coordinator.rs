@@ -28,14 +28,17 @@ use crate::transport::ConnId;
 /// One member as the seed knows it.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
-    /// Its control connection to the seed.
-    pub(crate) conn: ConnId,
+    /// Its control connection to the seed; `None` after a seed restart until it
+    /// reconnects.
+    pub(crate) conn: Option<ConnId>,
     /// The id its certificate names.
     pub(crate) id: u32,
     /// Where peers dial it.
     pub(crate) addr: SocketAddr,
     /// Its incarnation.
     pub(crate) incarnation: u64,
+    /// SHA-256 of its public key: how it is recognised when it reconnects.
+    pub(crate) key_sha256: [u8; 32],
 }
 
 /// A joiner admitted after formation, waiting for the next checkpoint.
@@ -78,6 +81,9 @@ pub(crate) struct Coordinator {
     pub(crate) leaving: BTreeSet<u32>,
     /// The next member id to give a joiner (ids are never reused).
     pub(crate) next_member: u32,
+    /// After a restart: members not back by then are treated as silent.
+    grace: Option<Instant>,
+    heartbeat_timeout: Duration,
 }
 
 impl Coordinator {
@@ -100,13 +106,15 @@ impl Coordinator {
             requested: BTreeSet::new(),
             leaving: BTreeSet::new(),
             next_member: 0,
+            grace: None,
+            heartbeat_timeout,
         }
     }
 
     /// The cluster formed at `epoch` with `members` in rank order.
     pub(crate) fn form(&mut self, now: Instant, epoch: u64, members: Vec<Member>) {
-        for m in &members {
-            self.liveness.track(m.conn, now);
+        for conn in members.iter().filter_map(|m| m.conn) {
+            self.liveness.track(conn, now);
         }
         self.epoch = epoch;
         self.next_member = members.iter().map(|m| m.id + 1).max().unwrap_or(0);
@@ -127,13 +135,13 @@ impl Coordinator {
 
     /// Install the membership a checkpoint agreed (the seed built it); requests start over.
     pub(crate) fn install(&mut self, now: Instant, epoch: u64, members: Vec<Member>) {
-        for m in &self.members {
-            if !members.iter().any(|n| n.conn == m.conn) {
-                self.liveness.untrack(m.conn);
+        for conn in self.members.iter().filter_map(|m| m.conn) {
+            if !members.iter().any(|n| n.conn == Some(conn)) {
+                self.liveness.untrack(conn);
             }
         }
-        for m in &members {
-            self.liveness.track(m.conn, now);
+        for conn in members.iter().filter_map(|m| m.conn) {
+            self.liveness.track(conn, now);
         }
         self.members = members;
         self.epoch = epoch;
@@ -166,7 +174,7 @@ impl Coordinator {
     fn rank_of(&self, conn: ConnId) -> Option<u32> {
         self.members
             .iter()
-            .position(|m| m.conn == conn)
+            .position(|m| m.conn == Some(conn))
             .map(|r| r as u32)
     }
 
@@ -232,6 +240,7 @@ impl Coordinator {
                 actions.extend(self.suspect(now, rank));
             }
         }
+        actions.extend(self.end_grace(now));
         if let Some(round) = &mut self.round {
             if round.deadline <= now {
                 // The silent are dead too: that is how a second failure converges.
@@ -250,7 +259,75 @@ impl Coordinator {
             .poll_timeout()
             .into_iter()
             .chain(self.round.as_ref().map(|r| r.deadline))
+            .chain(self.grace)
             .min()
+    }
+
+    /// A restarted seed: the persisted epoch and members, none of them connected yet.
+    /// Members not back within `recovery_timeout + heartbeat_timeout` are then treated
+    /// as silent ones (under the automatic policy, voted dead by the seed itself).
+    pub(crate) fn restore(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        next_member: u32,
+        members: Vec<Member>,
+    ) {
+        self.epoch = epoch;
+        self.next_member = next_member;
+        self.members = members;
+        self.grace = Some(now + self.recovery_timeout + self.heartbeat_timeout);
+    }
+
+    /// The rank of the member holding the key `key_sha256`, if `requested` names it.
+    pub(crate) fn returning(&self, key_sha256: &[u8; 32], requested: Option<u32>) -> Option<u32> {
+        let rank = self
+            .members
+            .iter()
+            .position(|m| &m.key_sha256 == key_sha256)? as u32;
+        (requested == Some(rank)).then_some(rank)
+    }
+
+    /// A member came back on `conn` (after a seed restart, or a lost seed connection):
+    /// its control traffic and liveness move to it. If a recovery round is open and it
+    /// has not voted, it is called (the first call went nowhere).
+    pub(crate) fn reattach(&mut self, now: Instant, rank: u32, conn: ConnId) -> Vec<Action> {
+        let Some(m) = self.members.get_mut(rank as usize) else {
+            return Vec::new();
+        };
+        if let Some(old) = m.conn.replace(conn) {
+            self.liveness.untrack(old);
+        }
+        self.liveness.track(conn, now);
+        match &self.round {
+            Some(round) if !round.dead.contains(&rank) && !round.voted.contains(&rank) => {
+                vec![Action::Send {
+                    conn,
+                    msg: Message::RecoveryVote(RecoveryVote {
+                        epoch: self.epoch,
+                        voter: RecoveryVote::COORDINATOR,
+                        dead: round.dead.iter().copied().collect(),
+                    }),
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The restart's grace period is over: members still away are silent.
+    fn end_grace(&mut self, now: Instant) -> Vec<Action> {
+        if self.grace.is_none_or(|g| g > now) {
+            return Vec::new();
+        }
+        self.grace = None;
+        let away: Vec<u32> = (0..self.members.len() as u32)
+            .filter(|r| self.members[*r as usize].conn.is_none())
+            .collect();
+        let mut actions = Vec::new();
+        for rank in away {
+            actions.extend(self.suspect(now, rank));
+        }
+        actions
     }
 
     /// The seed itself finds `rank` dead (silent, or its connection lost).
@@ -292,9 +369,12 @@ impl Coordinator {
             });
             for (rank, m) in self.members.iter().enumerate() {
                 let rank = rank as u32;
-                if !round.dead.contains(&rank) && !round.voted.contains(&rank) {
+                if let (Some(conn), false) = (
+                    m.conn,
+                    round.dead.contains(&rank) || round.voted.contains(&rank),
+                ) {
                     actions.push(Action::Send {
-                        conn: m.conn,
+                        conn,
                         msg: call.clone(),
                     });
                 }
@@ -321,16 +401,19 @@ impl Coordinator {
         let mut actions: Vec<Action> = self
             .members
             .iter()
-            .map(|m| Action::Send {
-                conn: m.conn,
+            .filter_map(|m| m.conn)
+            .map(|conn| Action::Send {
+                conn,
                 msg: verdict.clone(),
             })
             .collect();
         let members = std::mem::take(&mut self.members);
         for (rank, m) in members.into_iter().enumerate() {
             if round.dead.contains(&(rank as u32)) {
-                self.liveness.untrack(m.conn);
-                self.evicted.insert(m.conn);
+                if let Some(conn) = m.conn {
+                    self.liveness.untrack(conn);
+                    self.evicted.insert(conn);
+                }
             } else {
                 self.members.push(m);
             }
@@ -343,6 +426,7 @@ impl Coordinator {
             epoch: new_epoch,
             world_size: self.members.len() as u32,
         }));
+        actions.push(Action::Event(Event::SeedStateChanged { epoch: new_epoch }));
         actions
     }
 }

@@ -93,6 +93,10 @@ impl SeedState {
                     continue;
                 }
             };
+            let Ok(key_sha256) = crate::crypto::csr_key_sha256(&j.hello.csr_der) else {
+                welcomes.push((j.conn, None));
+                continue;
+            };
             let new_rank = roster.len() as u32;
             let addr = super::seed::advertised(j.hello.listen_addr, j.remote);
             entries.push(MemberEntry {
@@ -103,10 +107,11 @@ impl SeedState {
                 incarnation: j.hello.incarnation,
             });
             roster.push(Member {
-                conn: j.conn,
+                conn: Some(j.conn),
                 id,
                 addr,
                 incarnation: j.hello.incarnation,
+                key_sha256,
             });
             welcomes.push((j.conn, Some((new_rank, cert))));
         }
@@ -120,8 +125,9 @@ impl SeedState {
         });
         let mut actions: Vec<Action> = members
             .iter()
-            .map(|m| Action::Send {
-                conn: m.conn,
+            .filter_map(|m| m.conn)
+            .map(|conn| Action::Send {
+                conn,
                 msg: agreed.clone(),
             })
             .collect();
@@ -158,6 +164,7 @@ impl SeedState {
                 epoch: new_epoch,
                 world_size: world,
             }));
+            actions.push(Action::Event(Event::SeedStateChanged { epoch: new_epoch }));
         }
         actions
     }

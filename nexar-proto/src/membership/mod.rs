@@ -9,9 +9,12 @@ pub(crate) mod coordinator;
 mod elastic;
 pub(crate) mod liveness;
 pub(crate) mod proof;
+mod restart;
 pub(crate) mod seed;
 pub(crate) mod view;
 pub(crate) mod worker;
+
+pub(crate) use restart::Origin;
 
 use bytes::Bytes;
 
@@ -55,6 +58,10 @@ pub(crate) enum Action {
         addr: std::net::SocketAddr,
         pin: [u8; 32],
     },
+    /// Worker: the seed connection is back after the Welcome (the seed restarted, or the
+    /// link broke): what the seed may have missed (a recovery vote, a checkpoint request)
+    /// goes again.
+    SeedReattached,
 }
 
 /// The close that carries a rejection.

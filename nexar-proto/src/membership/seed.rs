@@ -46,6 +46,8 @@ pub(crate) struct SeedState {
     formed: bool,
     max_world_size: u32,
     max_pending_joins: usize,
+    /// What the seed was built from, for its snapshot.
+    pub(super) origin: Option<super::restart::Origin>,
 }
 
 impl std::fmt::Debug for SeedState {
@@ -80,6 +82,7 @@ impl SeedState {
             next_seq: 0,
             coord,
             formed: false,
+            origin: None,
         }
     }
 
@@ -101,6 +104,20 @@ impl SeedState {
         } else {
             self.epoch
         }
+    }
+
+    /// The world size formation waits for.
+    pub(super) fn formation_size(&self) -> u32 {
+        self.world_size
+    }
+
+    pub(super) fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
+    /// Restored formed: later Hellos are members coming back or joiners for a checkpoint.
+    pub(super) fn mark_formed(&mut self) {
+        self.formed = true;
     }
 
     /// Joiners still in progress (for stats and tests).
@@ -151,6 +168,14 @@ impl SeedState {
             return self.reject(conn, RejectReason::BadProof, 0);
         }
         if self.formed {
+            let Ok(key) = crate::crypto::csr_key_sha256(&hello.csr_der) else {
+                return self.reject(conn, RejectReason::BadCertificateRequest, 0);
+            };
+            // A member coming back (the seed restarted, or its seed connection broke).
+            if let Some(rank) = self.coord.returning(&key, hello.requested_rank) {
+                self.joiners.remove(&conn);
+                return self.coord.reattach(now, rank, conn);
+            }
             // Ranks are assigned at the checkpoint; a requested one cannot be honoured.
             if self.ca.sign_request(&hello.csr_der, 0, 0).is_err() {
                 return self.reject(conn, RejectReason::BadCertificateRequest, 0);
@@ -348,16 +373,24 @@ impl SeedState {
         }
         let ca_cert_der = Bytes::from(self.ca.cert_der().to_vec());
         let mut actions = Vec::with_capacity(certs.len() + 1);
-        let roster = peers
-            .iter()
-            .zip(&certs)
-            .map(|(p, (_, conn, _))| Member {
-                conn: *conn,
+        let mut roster = Vec::with_capacity(certs.len());
+        for (p, (_, conn, _)) in peers.iter().zip(&certs) {
+            let hello = self.joiners[conn]
+                .hello
+                .as_ref()
+                .expect("accepted joiners have a Hello");
+            // Signed above, so the request parses; a failure would be a broken CA.
+            let Ok(key_sha256) = crate::crypto::csr_key_sha256(&hello.csr_der) else {
+                return self.reject(*conn, RejectReason::BadCertificateRequest, 0);
+            };
+            roster.push(Member {
+                conn: Some(*conn),
                 id: p.member,
                 addr: p.addr,
                 incarnation: p.incarnation,
-            })
-            .collect();
+                key_sha256,
+            });
+        }
         self.coord.form(now, self.epoch, roster);
         for (rank, conn, cert) in certs {
             actions.push(Action::Send {
@@ -379,6 +412,7 @@ impl SeedState {
             world_size: self.world_size,
             epoch: self.epoch,
         }));
+        actions.push(Action::Event(Event::SeedStateChanged { epoch: self.epoch }));
         actions
     }
 }

@@ -32,6 +32,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// A mesh dial not confirmed by then is closed and dialled again.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A member's redial of the seed not connected by then is made afresh.
+const SEED_REDIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// First wait before dialling the seed again (doubling, up to `MAX_BACKOFF`).
 const SEED_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -66,6 +68,10 @@ struct SeedDial {
     retry: Option<Instant>,
     /// Dials made again so far.
     attempts: u32,
+    /// After the Welcome: a redial not connected by then is abandoned and made again
+    /// (a fresh handshake, instead of QUIC's backed-off retransmissions to a seed that
+    /// was down when the dial started).
+    abandon: Option<Instant>,
 }
 
 /// What a welcomed worker knows about the cluster.
@@ -122,6 +128,7 @@ impl WorkerState {
                 ticket,
                 retry: None,
                 attempts: 0,
+                abandon: None,
             }),
             now,
             hello,
@@ -172,10 +179,21 @@ impl WorkerState {
         let mut hello = self.hello.clone();
         hello.version = PROTOCOL_VERSION;
         hello.join_proof = proof::compute(&self.seed.ticket.secret, &exporter);
-        vec![Action::Send {
+        let returning = self.membership.as_ref().map(|m| m.rank);
+        if returning.is_some() {
+            // A member coming back: the seed knows us by our key and current rank.
+            hello.requested_rank = returning;
+            self.seed.attempts = 0;
+            self.seed.abandon = None;
+        }
+        let mut actions = vec![Action::Send {
             conn,
             msg: Message::Hello(hello),
-        }]
+        }];
+        if returning.is_some() {
+            actions.push(Action::SeedReattached);
+        }
+        actions
     }
 
     /// A control message from the seed. `check_cert` validates that the Welcome's
@@ -318,9 +336,7 @@ impl WorkerState {
                 if seed_loss_may_pass(reason) {
                     // Dial again (with backoff) until the formation deadline, which then
                     // reports the join as timed out.
-                    let at = now + backoff(SEED_BACKOFF, self.seed.attempts);
-                    self.seed.attempts = self.seed.attempts.saturating_add(1);
-                    self.seed.retry = Some(at);
+                    self.schedule_seed_dial(now);
                     return (None, Vec::new());
                 }
                 let error = match reason {
@@ -343,6 +359,12 @@ impl WorkerState {
                     },
                 };
                 return (None, self.fail_with(error));
+            }
+            if matches!(self.phase, Phase::Meshing | Phase::Ready) {
+                // Welcomed: collectives never need the seed, so keep working and dial it
+                // again (with backoff, for as long as we are a member): it may be
+                // restarting from its persisted state.
+                self.schedule_seed_dial(now);
             }
             return (None, Vec::new());
         }
@@ -390,7 +412,10 @@ impl WorkerState {
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
-        // Ready or failed: nothing of formation is left to time (no more dials).
+        // Ready: only the seed's redial is left to time; failed: nothing.
+        if matches!(self.phase, Phase::Ready) {
+            return self.seed_dial_due(now);
+        }
         if !matches!(self.phase, Phase::Joining | Phase::Meshing) {
             return Vec::new();
         }
@@ -403,14 +428,7 @@ impl WorkerState {
                 .collect();
             return self.fail_with(JoinError::Timeout { missing });
         }
-        let mut actions = Vec::new();
-        if matches!(self.phase, Phase::Joining) && self.seed.retry.is_some_and(|at| at <= now) {
-            self.seed.retry = None;
-            actions.push(Action::DialSeed {
-                addr: self.seed.ticket.addr,
-                pin: self.seed.ticket.pin,
-            });
-        }
+        let mut actions = self.seed_dial_due(now);
         actions.extend(self.abandon_stalled_dials(now));
         actions.extend(self.dial_due(now));
         actions
@@ -453,11 +471,45 @@ impl WorkerState {
                 });
                 links
                     .chain(self.seed.retry)
+                    .chain(self.seed.abandon)
                     .chain(std::iter::once(self.deadline))
                     .min()
             }
-            Phase::Ready | Phase::Failed => None,
+            Phase::Ready => self.seed.retry.into_iter().chain(self.seed.abandon).min(),
+            Phase::Failed => None,
         }
+    }
+
+    /// Dial the seed again at `now` plus the next backoff.
+    fn schedule_seed_dial(&mut self, now: Instant) {
+        let at = now + backoff(SEED_BACKOFF, self.seed.attempts);
+        self.seed.attempts = self.seed.attempts.saturating_add(1);
+        self.seed.retry = Some(at);
+    }
+
+    fn seed_dial_due(&mut self, now: Instant) -> Vec<Action> {
+        if self.seed.abandon.is_some_and(|at| at <= now) {
+            self.seed.abandon = None;
+            if let Some(conn) = self.seed_conn.take() {
+                self.schedule_seed_dial(now);
+                return vec![Action::Close {
+                    conn,
+                    code: 0x2,
+                    reason: bytes::Bytes::from_static(b"seed handshake timed out"),
+                }];
+            }
+        }
+        if self.seed.retry.is_some_and(|at| at <= now) {
+            self.seed.retry = None;
+            if self.membership.is_some() {
+                self.seed.abandon = Some(now + SEED_REDIAL_TIMEOUT);
+            }
+            return vec![Action::DialSeed {
+                addr: self.seed.ticket.addr,
+                pin: self.seed.ticket.pin,
+            }];
+        }
+        Vec::new()
     }
 
     fn dial_due(&mut self, now: Instant) -> Vec<Action> {

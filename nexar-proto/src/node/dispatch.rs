@@ -201,6 +201,7 @@ impl Node {
                     attempt,
                 } => self.dial(now, rank, addr, attempt),
                 Action::DialSeed { addr, pin } => self.dial_seed(now, addr, pin),
+                Action::SeedReattached => self.seed_reattached(),
             }
         }
     }

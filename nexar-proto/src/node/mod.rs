@@ -6,6 +6,7 @@
 
 mod dispatch;
 mod motion;
+mod restart;
 mod rpc;
 #[cfg(feature = "sim")]
 mod sim_host;
@@ -228,6 +229,12 @@ impl Node {
             coord,
         );
         state.set_elastic_limits(seed.max_world_size, seed.max_pending_joins);
+        state.set_origin(crate::membership::Origin {
+            rng_seed: config.rng_seed,
+            unix_time: config.unix_time,
+            incarnation: config.incarnation,
+            addr: config.listen_addr,
+        });
         Ok(Self::assemble(
             config,
             transport,

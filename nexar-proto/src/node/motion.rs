@@ -364,8 +364,12 @@ impl Node {
             };
             if let Some(rank) = rank {
                 self.peer_down(now, rank, DownReason::Silent);
+            } else {
+                // A silent seed matters only to a recovery (whose own deadline covers
+                // it) and to what we send it: give up the link and dial it again, as it
+                // may be restarting from its persisted state.
+                self.seed_silent(now, conn);
             }
-            // A silent seed matters only to a recovery, whose own deadline covers it.
         }
         if let State::Recovering { deadline } = self.motion.state {
             if deadline <= now {
@@ -497,6 +501,19 @@ impl Node {
         let _ = self
             .transport
             .send(conn, StreamClass::Control, vote.to_frame());
+    }
+
+    /// The seed connection is back: whatever it may have missed goes again (a restarted
+    /// seed kept no round and no checkpoint requests; a duplicate is harmless to one
+    /// that did).
+    pub(super) fn seed_reattached(&mut self) {
+        if matches!(self.motion.state, State::Recovering { .. }) {
+            self.send_vote();
+        }
+        if let Some(cp) = &mut self.motion.checkpoint {
+            // Once agreed (waiting for the new mesh) there is nothing left to ask.
+            cp.sent = cp.meshing;
+        }
     }
 
     /// The seed opened a round and asks for our vote.

@@ -34,6 +34,9 @@ pub struct Config {
     pub max_world_size: Option<u32>,
     /// Seed: joiners held for the next checkpoint at most.
     pub max_pending_joins: usize,
+    /// Seed: where its state lives (see [`Seed::bind`]). It holds key material: the
+    /// file is written mode 0600.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// How long without any datagram in or out ends a linger early: long past a loopback or
@@ -58,6 +61,7 @@ impl Default for Config {
             linger: Duration::from_secs(2),
             max_world_size: None,
             max_pending_joins: 64,
+            state_file: None,
         }
     }
 }
@@ -107,6 +111,12 @@ impl Config {
     /// The linger after the last handle is dropped (see [`Config::linger`]).
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self
+    }
+
+    /// Seed: persist its state in `path` and restart from it (see [`Seed::bind`]).
+    pub fn with_state_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.state_file = Some(path.into());
         self
     }
 

@@ -70,7 +70,7 @@ pub(crate) struct NodeHost {
     /// Worker: who waits for `Ready` (`Client::join`).
     pub(super) ready: Option<oneshot::Sender<Result<(u32, u32), NexarError>>>,
     /// Seed: the world size once formed, and who waits for it.
-    formed: Option<u32>,
+    pub(super) formed: Option<u32>,
     formed_waiters: Vec<oneshot::Sender<u32>>,
     /// Dropped with the host (see `Request::Stopped`).
     stop_watchers: Vec<oneshot::Sender<()>>,
@@ -86,6 +86,8 @@ pub(crate) struct NodeHost {
     /// Since when every handle is gone, if they are.
     closing: Option<Instant>,
     last_io: Instant,
+    /// Seed: where to write its state on every change.
+    pub(super) state_file: Option<std::path::PathBuf>,
 }
 
 impl NodeHost {
@@ -113,6 +115,7 @@ impl NodeHost {
             linger,
             closing: None,
             last_io: now,
+            state_file: None,
         }
     }
 
@@ -325,6 +328,16 @@ impl NodeHost {
             }
             Event::JoinerRejected { remote, reason } => {
                 tracing::warn!(%remote, ?reason, "joiner rejected");
+            }
+            Event::SeedStateChanged { epoch } => {
+                let (Some(path), Some(bytes)) = (&self.state_file, self.node.seed_snapshot())
+                else {
+                    return;
+                };
+                match crate::state_file::write(path, &bytes) {
+                    Ok(()) => tracing::debug!(epoch, "seed state written"),
+                    Err(error) => tracing::error!(%error, "cannot write the seed's state file"),
+                }
             }
             Event::RpcRequest {
                 from,

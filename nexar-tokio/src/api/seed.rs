@@ -17,11 +17,23 @@ pub struct Seed {
 impl Seed {
     /// Bind `addr` and start a seed for `world_size` ranks. The join secret and the
     /// node's RNG seed come from the OS CSPRNG. Must be called within the runtime.
+    ///
+    /// With [`Config::state_file`], the seed's state is written there on every change; if
+    /// the file already exists, the seed comes back from it instead (same ticket, same
+    /// members, the persisted world size and limits), and the workers reconnect to it.
+    /// Bind the address the ticket names (or one that reaches it).
     pub async fn bind(
         addr: SocketAddr,
         world_size: u32,
         config: Config,
     ) -> Result<Seed, NexarError> {
+        if let Some(path) = config.state_file.clone() {
+            let saved = crate::state_file::read(&path)
+                .map_err(|e| NexarError::io("reading the seed's state file", e))?;
+            if let Some(saved) = saved {
+                return Seed::restore(addr, &saved, path, config);
+            }
+        }
         let (socket, local) = bind(addr)?;
         let node_config = config.node_config(local)?;
         let secret = os_random()?;
@@ -36,7 +48,37 @@ impl Seed {
             .ok_or_else(|| NexarError::Internal("a seed without a ticket".into()))?;
         let span = tracing::info_span!("nexar", role = "seed", %local);
         let (tx, inbox, answers) = crate::rpc::channel();
-        let host = NodeHost::new(node, span, config.linger, now, answers);
+        let mut host = NodeHost::new(node, span, config.linger, now, answers);
+        host.state_file = config.state_file;
+        crate::driver::spawn(socket, host, inbox)?;
+        Ok(Seed {
+            tx,
+            ticket,
+            local_addr: local,
+        })
+    }
+
+    /// The seed back from its state file.
+    fn restore(
+        addr: SocketAddr,
+        saved: &[u8],
+        path: std::path::PathBuf,
+        config: Config,
+    ) -> Result<Seed, NexarError> {
+        let (socket, local) = bind(addr)?;
+        let now = Instant::now();
+        let node = Node::seed_restore(config.node_config(local)?, saved, now)?;
+        let ticket = node
+            .ticket()
+            .cloned()
+            .ok_or_else(|| NexarError::Internal("a seed without a ticket".into()))?;
+        let span = tracing::info_span!("nexar", role = "seed", %local);
+        let (tx, inbox, answers) = crate::rpc::channel();
+        let formed = node.world_size();
+        let mut host = NodeHost::new(node, span, config.linger, now, answers);
+        host.state_file = Some(path);
+        // Formed before the crash: `formed()` answers at once.
+        host.formed = formed;
         crate::driver::spawn(socket, host, inbox)?;
         Ok(Seed {
             tx,

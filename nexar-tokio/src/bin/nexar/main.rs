@@ -64,6 +64,11 @@ struct SeedArgs {
     /// The address workers should dial, if not the listen address (NAT, 0.0.0.0).
     #[arg(long)]
     advertise: Option<SocketAddr>,
+    /// Keep the seed's state in this file (mode 0600: it holds key material), rewritten
+    /// atomically on every membership change. If it exists, the seed restarts from it:
+    /// same ticket, same members, who reconnect by themselves.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
     #[command(flatten)]
     motion: MotionArgs,
 }
@@ -200,16 +205,41 @@ fn init_logging() {
 
 async fn seed(args: SeedArgs) -> Result<bool, Error> {
     let env = LaunchEnv::from_env()?;
+    // A restart binds the address its ticket names, unless told otherwise.
+    let saved = match &args.state_file {
+        Some(path) if path.exists() => {
+            let bytes = std::fs::read(path)?;
+            Some(nexar_proto::codec::SeedSnapshot::decode(
+                &bytes,
+                &nexar_proto::codec::Limits::DEFAULT,
+            )?)
+        }
+        _ => None,
+    };
     let listen = args
         .listen
         .or(env.master_addr)
+        .or(saved.as_ref().map(|s| s.addr))
         .ok_or("give --listen ADDR (or set MASTER_ADDR and MASTER_PORT)")?;
+    if let Some(saved) = &saved {
+        eprintln!(
+            "nexar seed: restarting from {} (epoch {}, {} members)",
+            args.state_file
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display(),
+            saved.epoch,
+            saved.members.len()
+        );
+    }
     let world_size = args
         .world_size
         .or(env.world_size.map(|(n, _)| n))
+        .or(saved.as_ref().map(|s| s.world_size))
         .ok_or("give --world-size N (or set NEXAR_WORLD_SIZE, WORLD_SIZE or SLURM_NTASKS)")?;
     let config = args.motion.apply(Config {
         advertise: args.advertise,
+        state_file: args.state_file.clone(),
         ..Config::default()
     });
     let seed = Seed::bind(listen, world_size, config).await?;
@@ -249,10 +279,14 @@ async fn serve(seed: &Seed) -> Result<(), Error> {
             return Ok(());
         }
     }
+    // A restarted seed starts with no connection: wait for someone to come back first.
+    let mut anyone = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if seed.stats().await?.connections == 0 {
+                let connections = seed.stats().await?.connections;
+                anyone |= connections > 0;
+                if anyone && connections == 0 {
                     eprintln!("nexar seed: every worker has left");
                     return Ok(());
                 }
