@@ -79,6 +79,20 @@ pub fn issue(
     Ok(ops)
 }
 
+/// Run `case` on `hosts` (rank order) and require the exact reference result everywhere.
+pub fn correct_on(c: &mut ClusterSim, hosts: &[HostId], case: &Case) -> Result<(), String> {
+    let ops = issue(c, hosts, case)?;
+    let results = crate::collectives::wait_all(c, &ops, Duration::from_secs(20))?;
+    let n = hosts.len() as u32;
+    for (rank, r) in results.iter().enumerate() {
+        match r {
+            Ok(o) if is_correct(case, rank as u32, n, o) => {}
+            other => return Err(format!("rank {rank} of {n}: {other:?}")),
+        }
+    }
+    Ok(())
+}
+
 /// Whether `result` is exactly `case`'s output for `rank` of `n`.
 pub fn is_correct(case: &Case, rank: u32, n: u32, result: &Outcome) -> bool {
     let Outcome::Collective { buffer: got } = result else {

@@ -8,7 +8,7 @@ use nexar_proto::codec::RejectReason;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId};
 use nexar_proto::{Command, Event, JoinError, OpId, Outcome, RecoveryPolicy};
 use nexar_tests::collectives::wait_all;
-use nexar_tests::motion::{allreduce, changes, downs, is_correct, issue, timings};
+use nexar_tests::motion::{allreduce, changes, correct_on, downs, is_correct, issue, timings};
 use nexar_tests::support::{form, lan};
 
 const SEEDS: u64 = 200;
@@ -56,16 +56,7 @@ fn checkpoint_all(c: &mut ClusterSim, hosts: &[HostId]) -> Result<Vec<Outcome>, 
 }
 
 fn check_allreduce(c: &mut ClusterSim, hosts: &[HostId], count: usize) -> Result<(), String> {
-    let case = allreduce(count);
-    let ops = issue(c, hosts, &case)?;
-    let n = hosts.len() as u32;
-    for (rank, r) in wait_all(c, &ops, LIMIT)?.iter().enumerate() {
-        match r {
-            Ok(o) if is_correct(&case, rank as u32, n, o) => {}
-            other => return Err(format!("rank {rank} of {n}: {other:?}")),
-        }
-    }
-    Ok(())
+    correct_on(c, hosts, &allreduce(count))
 }
 
 /// Two nodes join while the cluster keeps running allreduces; an allreduce is still in

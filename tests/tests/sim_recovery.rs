@@ -13,8 +13,8 @@ use nexar_proto::{
 };
 use nexar_tests::collectives::{wait_all, Case};
 use nexar_tests::motion::{
-    allreduce, changes, check_agreement, cluster, common_error, downs, evicted, is_correct, issue,
-    run_until_epochs, timings, HEARTBEAT_TIMEOUT,
+    allreduce, changes, check_agreement, cluster, common_error, correct_on, downs, evicted,
+    is_correct, issue, run_until_epochs, timings, HEARTBEAT_TIMEOUT,
 };
 use nexar_tests::support::{form, lan};
 
@@ -32,20 +32,6 @@ fn without(hosts: &[HostId], gone: &[HostId]) -> Vec<HostId> {
         .copied()
         .filter(|h| !gone.contains(h))
         .collect()
-}
-
-/// Run `case` on `hosts` (rank order) and require the exact reference result everywhere.
-fn correct_on(c: &mut ClusterSim, hosts: &[HostId], case: &Case) -> Result<(), String> {
-    let ops = issue(c, hosts, case)?;
-    let results = wait_all(c, &ops, LIMIT)?;
-    let n = hosts.len() as u32;
-    for (rank, r) in results.iter().enumerate() {
-        match r {
-            Ok(o) if is_correct(case, rank as u32, n, o) => {}
-            other => return Err(format!("rank {rank} of {n}: {other:?}")),
-        }
-    }
-    Ok(())
 }
 
 fn crash_before_collective(seed: u64, policy: RecoveryPolicy) -> Result<(), String> {

@@ -11,25 +11,12 @@ use nexar_proto::sim::{run_seeds, ClusterHost, ClusterSim, HostId};
 use nexar_proto::{Command, Event, Node, OpId, Outcome, RecoveryPolicy};
 use nexar_tests::collectives::wait_all;
 use nexar_tests::motion::{
-    allreduce, changes, check_agreement, evicted, is_correct, issue, run_until_epochs, timings,
+    allreduce, changes, check_agreement, correct_on, evicted, run_until_epochs, timings,
 };
 use nexar_tests::support::{form, lan};
 
 const SEEDS: u64 = 200;
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn correct_on(c: &mut ClusterSim, hosts: &[HostId], count: usize) -> Result<(), String> {
-    let case = allreduce(count);
-    let ops = issue(c, hosts, &case)?;
-    let n = hosts.len() as u32;
-    for (rank, r) in wait_all(c, &ops, LIMIT)?.iter().enumerate() {
-        match r {
-            Ok(o) if is_correct(&case, rank as u32, n, o) => {}
-            other => return Err(format!("rank {rank} of {n}: {other:?}")),
-        }
-    }
-    Ok(())
-}
 
 /// The seed's "state file": its snapshot as of its latest `SeedStateChanged`, as a
 /// driver would have written it.
@@ -67,7 +54,7 @@ fn the_seed_restarts_from_its_snapshot() {
 
         // The seed dies; collectives never needed it.
         c.sim.crash(c.seed);
-        correct_on(&mut c, &ranks, 1000)?;
+        correct_on(&mut c, &ranks, &allreduce(1000))?;
         c.run_until(Duration::from_millis(200 + seed % 1500), |_| false);
 
         // Back at the same address from the file.
@@ -110,7 +97,7 @@ fn the_seed_restarts_from_its_snapshot() {
                 "recovery gave epoch {epoch}, world {world}, dead {dead:?}"
             ));
         }
-        correct_on(&mut c, &order, 500)?;
+        correct_on(&mut c, &order, &allreduce(500))?;
 
         // And a checkpoint admits a new member, with an id never given before.
         let joiner = c.add_worker(&adjust);
@@ -149,6 +136,6 @@ fn the_seed_restarts_from_its_snapshot() {
         }
         let mut all = order.clone();
         all.push(joiner);
-        correct_on(&mut c, &all, 777)
+        correct_on(&mut c, &all, &allreduce(777))
     });
 }

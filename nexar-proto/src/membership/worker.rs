@@ -612,22 +612,23 @@ impl WorkerState {
             .all(|l| matches!(l, Link::Connected { .. }))
     }
 
-    /// Every connection this worker holds (mesh links and the seed), to close them.
+    /// Close every connection this worker holds (mesh links, dials and the seed).
     pub(crate) fn close_all(&mut self, code: u64) -> Vec<Action> {
         self.phase = Phase::Failed;
-        let conns: Vec<ConnId> = self
-            .links
+        let actions = self.close_actions(code);
+        self.links.clear();
+        self.conn_rank.clear();
+        actions
+    }
+
+    fn close_actions(&self, code: u64) -> Vec<Action> {
+        self.links
             .values()
             .filter_map(|l| match l {
                 Link::Dialing { conn, .. } | Link::Connected { conn } => Some(*conn),
                 _ => None,
             })
             .chain(self.seed_conn)
-            .collect();
-        self.links.clear();
-        self.conn_rank.clear();
-        conns
-            .into_iter()
             .map(|conn| Action::Close {
                 conn,
                 code,
@@ -653,20 +654,7 @@ impl WorkerState {
             return Vec::new();
         }
         self.phase = Phase::Failed;
-        let mut actions: Vec<Action> = self
-            .links
-            .values()
-            .filter_map(|l| match l {
-                Link::Dialing { conn, .. } | Link::Connected { conn } => Some(*conn),
-                _ => None,
-            })
-            .chain(self.seed_conn)
-            .map(|conn| Action::Close {
-                conn,
-                code: 0,
-                reason: bytes::Bytes::new(),
-            })
-            .collect();
+        let mut actions = self.close_actions(0);
         actions.push(Action::Event(Event::JoinFailed { error }));
         actions
     }

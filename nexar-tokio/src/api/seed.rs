@@ -27,57 +27,33 @@ impl Seed {
         world_size: u32,
         config: Config,
     ) -> Result<Seed, NexarError> {
-        if let Some(path) = config.state_file.clone() {
-            let saved = crate::state_file::read(&path)
-                .map_err(|e| NexarError::io("reading the seed's state file", e))?;
-            if let Some(saved) = saved {
-                return Seed::restore(addr, &saved, path, config);
-            }
-        }
+        let saved = match &config.state_file {
+            Some(path) => crate::state_file::read(path)
+                .map_err(|e| NexarError::io("reading the seed's state file", e))?,
+            None => None,
+        };
         let (socket, local) = bind(addr)?;
         let node_config = config.node_config(local)?;
-        let secret = os_random()?;
         let now = Instant::now();
-        let mut seed_config = SeedConfig::new(world_size, secret);
-        seed_config.max_world_size = config.max_world_size.unwrap_or(world_size);
-        seed_config.max_pending_joins = config.max_pending_joins;
-        let node = Node::seed(node_config, seed_config, now)?;
+        let node = match saved {
+            Some(saved) => Node::seed_restore(node_config, &saved, now)?,
+            None => {
+                let mut seed_config = SeedConfig::new(world_size, os_random()?);
+                seed_config.max_world_size = config.max_world_size.unwrap_or(world_size);
+                seed_config.max_pending_joins = config.max_pending_joins;
+                Node::seed(node_config, seed_config, now)?
+            }
+        };
         let ticket = node
             .ticket()
             .cloned()
             .ok_or_else(|| NexarError::Internal("a seed without a ticket".into()))?;
         let span = tracing::info_span!("nexar", role = "seed", %local);
         let (tx, inbox, answers) = crate::rpc::channel();
-        let mut host = NodeHost::new(node, span, config.linger, now, answers);
-        host.state_file = config.state_file;
-        crate::driver::spawn(socket, host, inbox)?;
-        Ok(Seed {
-            tx,
-            ticket,
-            local_addr: local,
-        })
-    }
-
-    /// The seed back from its state file.
-    fn restore(
-        addr: SocketAddr,
-        saved: &[u8],
-        path: std::path::PathBuf,
-        config: Config,
-    ) -> Result<Seed, NexarError> {
-        let (socket, local) = bind(addr)?;
-        let now = Instant::now();
-        let node = Node::seed_restore(config.node_config(local)?, saved, now)?;
-        let ticket = node
-            .ticket()
-            .cloned()
-            .ok_or_else(|| NexarError::Internal("a seed without a ticket".into()))?;
-        let span = tracing::info_span!("nexar", role = "seed", %local);
-        let (tx, inbox, answers) = crate::rpc::channel();
+        // A restored seed formed before its crash: `formed()` answers at once.
         let formed = node.world_size();
         let mut host = NodeHost::new(node, span, config.linger, now, answers);
-        host.state_file = Some(path);
-        // Formed before the crash: `formed()` answers at once.
+        host.state_file = config.state_file;
         host.formed = formed;
         crate::driver::spawn(socket, host, inbox)?;
         Ok(Seed {
