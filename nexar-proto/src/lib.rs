@@ -17,7 +17,9 @@
 //!   [`Node::handle_timeout`] when the timer fires;
 //! - commands: [`Node::command`], which returns an [`OpId`] whose result arrives later as
 //!   [`Event::Completed`];
-//! - outputs: [`Node::poll_transmit`], [`Node::poll_event`], [`Node::poll_timeout`].
+//! - outputs: [`Node::poll_transmit`], [`Node::poll_event`], [`Node::poll_timeout`]
+//!   ([`Node::poll_transmit_batch`] instead of `poll_transmit` for a driver whose socket
+//!   can send GSO batches).
 //!
 //! After every input or command the driver must drain `poll_transmit` (sending each
 //! datagram) and `poll_event` until both return `None`, then read `poll_timeout` and wait

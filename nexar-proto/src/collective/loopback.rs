@@ -1,8 +1,8 @@
 //! The real executor of every rank in one address space, with no transport: for the
 //! criterion benches (`benches/executor.rs`) and as a check that executor and codec agree.
 //!
-//! Unlike the test mailbox (which models the plans), this runs [`Executor`] itself: each
-//! chunk it emits is a whole encoded frame, decoded again with the default [`Limits`]
+//! Unlike the test mailbox (which models the plans), this runs the node's executor itself: each
+//! chunk it emits is a whole encoded frame, decoded again with the default `Limits`
 //! (as a peer's stream decoder would) and handed to the destination's executor in FIFO
 //! order. So a run costs what a node's collective layer costs, minus QUIC, TLS and the
 //! sockets: planning, segmenting, framing, decoding, plan checks and the reductions.

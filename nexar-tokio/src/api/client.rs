@@ -194,14 +194,9 @@ pub async fn bootstrap_local(n: u32) -> Result<(Seed, Vec<Client>), NexarError> 
 /// [`bootstrap_local`] with a configuration for the seed and every worker.
 pub async fn bootstrap_local_with(
     n: u32,
-    mut config: Config,
+    config: Config,
 ) -> Result<(Seed, Vec<Client>), NexarError> {
-    // Loopback carries 64 KiB datagrams and never fragments: let MTU discovery go there
-    // (about 5x the throughput of Ethernet-sized packets, one syscall per datagram).
-    config.node.max_udp_payload = config.node.max_udp_payload.max(LOOPBACK_MAX_UDP_PAYLOAD);
-    config.node.initial_rtt = config.node.initial_rtt.min(LOOPBACK_INITIAL_RTT);
-    // Loopback's MTU is known: start there instead of probing up to it.
-    config.node.initial_mtu = config.node.max_udp_payload;
+    let config = config.with_loopback_transport();
     let seed = Seed::bind(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         n,
