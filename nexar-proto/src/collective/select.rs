@@ -17,7 +17,10 @@ use crate::codec::{Algorithm, CollectiveKind};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectiveConfig {
     /// All-reduce of at most this many bytes uses recursive doubling (`log2 p` steps of
-    /// the whole message).
+    /// the whole message). The default keeps the whole message inside one loopback
+    /// datagram (64 KiB): measured on 4 ranks, recursive doubling wins up to 48 KiB
+    /// (158 µs against 256 for halving-doubling) and loses at 64 KiB, where each step's
+    /// message spills into a second datagram (422 µs against 243).
     pub small_allreduce_bytes: usize,
     /// All-reduce above `small_allreduce_bytes` and below this uses halving-doubling
     /// (`2 log2 p` steps, bandwidth-optimal for powers of two); from this size on, the
@@ -43,7 +46,7 @@ pub struct CollectiveConfig {
 impl Default for CollectiveConfig {
     fn default() -> Self {
         CollectiveConfig {
-            small_allreduce_bytes: 64 << 10,
+            small_allreduce_bytes: 48 << 10,
             large_allreduce_bytes: 4 << 20,
             large_broadcast_bytes: 512 << 10,
             large_reduce_bytes: 512 << 10,
