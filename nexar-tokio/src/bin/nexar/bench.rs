@@ -280,10 +280,14 @@ async fn sweep<T: BenchElem, C: Rank>(
         }
         let mut times = Vec::with_capacity(iters + 1);
         let mut bad = Ok(());
-        let base = Inputs::<T>::new(a, c.rank(), c.world_size(), count);
+        // Small inputs are built once and copied per run (building them takes longer
+        // than copying); large ones are built afresh each run, so that no pristine copy
+        // of a 64 MiB buffer sits in memory beside the one the collective works on.
+        let base = (count * T::SIZE <= KEEP_INPUTS_BYTES)
+            .then(|| Inputs::<T>::new(a, c.rank(), c.world_size(), count));
         for run in 0..warmup + iters {
             let last = run + 1 == warmup + iters;
-            let (dt, result) = once(c, a, count, &base, last).await?;
+            let (dt, result) = once(c, a, count, base.as_ref(), last).await?;
             if run >= warmup {
                 times.push(dt.as_secs_f64() * 1e6);
             }
@@ -325,7 +329,10 @@ async fn sweep<T: BenchElem, C: Rank>(
     Ok(all_ok)
 }
 
-/// One row's inputs, built once (building them takes longer than copying them).
+/// Inputs up to this size are built once per row and copied for each run.
+const KEEP_INPUTS_BYTES: usize = 1 << 20;
+
+/// One run's inputs.
 struct Inputs<T> {
     data: Vec<T>,
     payload: Bytes,
@@ -353,21 +360,29 @@ impl<T: BenchElem> Inputs<T> {
     }
 }
 
-/// One run: copy the inputs, barrier, time the operation; then, on the `last` run,
+/// One run: prepare the inputs, barrier, time the operation; then, on the `last` run,
 /// check the output.
 async fn once<T: BenchElem, C: Rank>(
     c: &C,
     a: &BenchArgs,
     count: usize,
-    base: &Inputs<T>,
+    base: Option<&Inputs<T>>,
     last: bool,
 ) -> Result<(Duration, Result<(), String>), C::Error> {
     let (r, n) = (c.rank(), c.world_size());
     let op = a.redop.op();
     let root = a.root;
-    // The copy is made before the barrier, so the timing sees the collective only.
-    let prepared = base.data.clone();
-    let payload = base.payload.clone();
+    // Made before the barrier, so the timing sees the collective only.
+    let Inputs {
+        data: prepared,
+        payload,
+    } = match base {
+        Some(base) => Inputs {
+            data: base.data.clone(),
+            payload: base.payload.clone(),
+        },
+        None => Inputs::new(a, r, n, count),
+    };
     c.barrier().await?;
     let started = Instant::now();
     let out: Vec<T> = match a.op {
