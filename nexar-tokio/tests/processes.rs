@@ -332,6 +332,52 @@ fn seed_and_workers_example_as_processes() {
     );
 }
 
+/// `n` worker processes running the resilient allreduce loop.
+fn resilient_workers(
+    ticket: &str,
+    motion: &[&str],
+    n: usize,
+    iters: &str,
+    count: &str,
+) -> Vec<Child> {
+    (0..n)
+        .map(|_| {
+            Command::new(NEXAR)
+                .args(["worker", "--join", ticket])
+                .args(motion)
+                .args(["resilient", "--iters", iters, "--count", count])
+                .args(["--pause-ms", "40"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect()
+}
+
+/// Read `child`'s stdout on a thread: one message per line as it comes, and the whole
+/// output when the thread is joined.
+fn watch(
+    child: &mut Child,
+) -> (
+    std::sync::mpsc::Receiver<()>,
+    std::thread::JoinHandle<String>,
+) {
+    let watched = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(watched).lines() {
+            let line = line.expect("line");
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(());
+        }
+        all
+    });
+    (rx, reader)
+}
+
 /// (iter, epoch, rank, world, check) of every line of the resilient job.
 fn resilient_rows(stdout: &str) -> Vec<(u64, u64, u64, u64, String)> {
     stdout
@@ -365,32 +411,9 @@ fn killing_a_worker_process_the_survivors_recover_and_go_on() {
     let mut seed_args = vec!["seed", "--listen", "127.0.0.1:0", "--world-size", "4"];
     seed_args.extend(motion);
     let (seed, ticket) = start_seed(NEXAR, &seed_args);
-    let mut workers: Vec<Child> = (0..4)
-        .map(|_| {
-            Command::new(NEXAR)
-                .args(["worker", "--join", &ticket])
-                .args(motion)
-                .args(["resilient", "--iters", "60", "--count", "16384"])
-                .args(["--pause-ms", "40"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start a worker")
-        })
-        .collect();
+    let mut workers = resilient_workers(&ticket, &motion, 4, "60", "16384");
     // Watch one worker's progress; kill another once they are well into the loop.
-    let watched = workers[0].stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(watched).lines() {
-            let line = line.expect("line");
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(());
-        }
-        all
-    });
+    let (rx, reader) = watch(&mut workers[0]);
     for _ in 0..10 {
         rx.recv_timeout(Duration::from_secs(60))
             .expect("the loop is running");
@@ -451,31 +474,8 @@ fn the_seed_process_restarts_from_its_state_file() {
     seed_args.extend(["--state-file", state_arg]);
     seed_args.extend(motion);
     let (seed, ticket) = start_seed(NEXAR, &seed_args);
-    let mut workers: Vec<Child> = (0..3)
-        .map(|_| {
-            Command::new(NEXAR)
-                .args(["worker", "--join", &ticket])
-                .args(motion)
-                .args(["resilient", "--iters", "120", "--count", "4096"])
-                .args(["--pause-ms", "40"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start a worker")
-        })
-        .collect();
-    let watched = workers[0].stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(watched).lines() {
-            let line = line.expect("line");
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(());
-        }
-        all
-    });
+    let mut workers = resilient_workers(&ticket, &motion, 3, "120", "4096");
+    let (rx, reader) = watch(&mut workers[0]);
     let lines = |n: usize| {
         for _ in 0..n {
             rx.recv_timeout(Duration::from_secs(60))
