@@ -85,6 +85,12 @@ pub struct NodeConfig {
     /// at it: every MTU probe is a datagram of padding that the receiver parses byte by
     /// byte, which at 64 KiB made probing most of the CPU a loopback cluster spent forming.
     pub initial_mtu: u16,
+    /// Bytes a connection may have sent or queued and not yet acknowledged. It caps one
+    /// connection's rate at this much per round trip (8 MiB: 8 GB/s at 1 ms), and it is
+    /// what collective chunks wait behind: they are encoded from the working buffer only
+    /// as this window drains, so a large operation holds at most about this much of
+    /// encoded data per peer instead of a copy of each step.
+    pub send_window: u64,
 }
 
 /// What happens when a member is found dead (DESIGN §4: every epoch change is one
@@ -124,6 +130,7 @@ impl NodeConfig {
             max_unmatched_bytes: 64 << 20,
             max_queued_bytes: 64 << 20,
             max_udp_payload: 1452,
+            send_window: 8 << 20,
             collective: CollectiveConfig::default(),
             collective_timeout: Duration::from_secs(60),
             max_early_bytes: 256 << 20,

@@ -170,7 +170,12 @@ impl Socket {
     fn read_burst(&mut self, host: &mut NodeHost) {
         for _ in 0..RECV_BURST {
             match self.udp.recv(self.io.get_ref().into(), host) {
-                Ok(_) => {}
+                Ok(true) => {}
+                // A short read drained the queue; the reactor reports what comes next.
+                Ok(false) => {
+                    self.readable = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
                     return;

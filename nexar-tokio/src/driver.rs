@@ -131,8 +131,15 @@ async fn run(socket: UdpSocket, mut udp: Udp, mut host: NodeHost, mut inbox: Inb
 /// many packets instead of one each).
 fn read_burst(socket: &UdpSocket, udp: &mut Udp, host: &mut NodeHost) {
     for _ in 0..RECV_BURST {
-        match socket.try_io(Interest::READABLE, || udp.recv(socket.into(), host)) {
-            Ok(_) => {}
+        // A short read drained the queue: report `WouldBlock` ourselves, so tokio clears
+        // the readiness it caches without a failing `recvmmsg`. A datagram that came in
+        // after the read is a new edge, which the reactor reports again.
+        let read = || match udp.recv(socket.into(), host)? {
+            true => Ok(()),
+            false => Err(std::io::ErrorKind::WouldBlock.into()),
+        };
+        match socket.try_io(Interest::READABLE, read) {
+            Ok(()) => {}
             // An ICMP error reported on an unconnected socket (some platforms do): the
             // datagram is simply lost; QUIC copes.
             Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {

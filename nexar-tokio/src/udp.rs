@@ -51,12 +51,10 @@ impl Udp {
     }
 
     /// One non-blocking receive call; every datagram it returned goes to `host` (a GRO
-    /// batch split at its stride). Returns the number of datagrams.
-    pub(crate) fn recv(
-        &mut self,
-        socket: UdpSockRef<'_>,
-        host: &mut NodeHost,
-    ) -> io::Result<usize> {
+    /// batch split at its stride). Returns whether more may be queued: `false` when the
+    /// call filled fewer buffers than it had, so the queue was empty when it returned and
+    /// the driver can wait for readiness instead of paying a failing `recvmmsg` to learn it.
+    pub(crate) fn recv(&mut self, socket: UdpSockRef<'_>, host: &mut NodeHost) -> io::Result<bool> {
         let mut slices: Vec<IoSliceMut<'_>> = self
             .buf
             .chunks_mut(MAX_DATAGRAM)
@@ -64,7 +62,6 @@ impl Udp {
             .collect();
         let n = self.state.recv(socket, &mut slices, &mut self.meta)?;
         let now = Instant::now();
-        let mut datagrams = 0;
         for (meta, slice) in self.meta.iter().zip(&slices).take(n) {
             let ecn = meta.ecn.map(|e| e as u8);
             let stride = meta.stride.max(1);
@@ -72,10 +69,9 @@ impl Udp {
                 self.arena.reserve(datagram.len());
                 self.arena.extend_from_slice(datagram);
                 host.handle_datagram(now, meta.addr, ecn, self.arena.split());
-                datagrams += 1;
             }
         }
-        Ok(datagrams)
+        Ok(n == RECV_BUFFERS)
     }
 
     /// One non-blocking send of `out` (a GSO batch when it holds several segments).

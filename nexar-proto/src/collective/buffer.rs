@@ -17,7 +17,10 @@ mod sealed {
 }
 
 /// A number type collectives operate on. Sealed: the set matches [`DType`].
-pub trait Element: Copy + PartialOrd + Send + Sync + 'static + sealed::Sealed {
+///
+/// Every element is plain old data (`bytemuck::Pod`): on little-endian targets, where the
+/// wire order is the memory order, the bulk paths copy a slice's bytes in one `memcpy`.
+pub trait Element: bytemuck::Pod + PartialOrd + Send + Sync + 'static + sealed::Sealed {
     /// The wire name of this type.
     const DTYPE: DType;
     /// Encoded size in bytes.
@@ -356,6 +359,10 @@ impl Buffer {
     /// Little-endian bytes of `range` (the caller checked it is in bounds).
     pub fn encode_range(&self, range: Range<usize>) -> Bytes {
         fn enc<T: Element>(v: &[T]) -> Bytes {
+            if cfg!(target_endian = "little") {
+                // No zeroed buffer first: one allocation and one copy.
+                return Bytes::copy_from_slice(bytemuck::cast_slice(v));
+            }
             let mut out = vec![0u8; v.len() * T::SIZE];
             for (o, x) in out.chunks_exact_mut(T::SIZE).zip(v) {
                 x.write_le(o);
@@ -373,6 +380,9 @@ impl Buffer {
             let dst = &mut v[start..start + n];
             match op {
                 Some(op) => reduce_le(dst, bytes, op),
+                None if cfg!(target_endian = "little") => {
+                    bytemuck::cast_slice_mut::<T, u8>(dst).copy_from_slice(bytes);
+                }
                 None => {
                     for (d, s) in dst.iter_mut().zip(bytes.chunks_exact(T::SIZE)) {
                         *d = T::from_le(s);
@@ -508,8 +518,12 @@ pub fn reduce_le<T: Element>(dst: &mut [T], src: &[u8], op: ReduceOp) {
     let mut tmp = [T::identity(ReduceOp::Sum); BLOCK];
     for (d, s) in dst.chunks_mut(BLOCK).zip(src.chunks(BLOCK * T::SIZE)) {
         let n = d.len().min(s.len() / T::SIZE);
-        for (t, b) in tmp[..n].iter_mut().zip(s.chunks_exact(T::SIZE)) {
-            *t = T::from_le(b);
+        if cfg!(target_endian = "little") {
+            bytemuck::cast_slice_mut::<T, u8>(&mut tmp[..n]).copy_from_slice(&s[..n * T::SIZE]);
+        } else {
+            for (t, b) in tmp[..n].iter_mut().zip(s.chunks_exact(T::SIZE)) {
+                *t = T::from_le(b);
+            }
         }
         reduce_slice(&mut d[..n], &tmp[..n], op);
     }

@@ -79,6 +79,8 @@ pub fn run_collective(
                 rank,
                 detail: e.to_string(),
             })?;
+        // No connection to fill here: every deferred chunk goes at once.
+        execs[rank as usize].pump_sends(&mut |_, _| true, &mut out);
         collect(rank, out, &mut wire, &mut outputs)?;
     }
     // One decoder per (from, to) stream, as a connection's collective stream has.
@@ -100,6 +102,7 @@ pub fn run_collective(
         };
         let mut out = Vec::new();
         execs[to as usize].on_chunk(from, chunk, &mut out);
+        execs[to as usize].pump_sends(&mut |_, _| true, &mut out);
         collect(to, out, &mut wire, &mut outputs)?;
     }
     outputs

@@ -45,6 +45,17 @@ pub(crate) enum Violation {
     Protocol { peer: u32, detail: String },
 }
 
+/// A send of the current step not yet encoded: its bytes are copied out of the working
+/// buffer only when the connection has room ([`Running::take_sends`]), so a large step
+/// never holds a second copy of all its data, and what QUIC packetises is still in cache.
+#[derive(Debug, Clone)]
+struct Deferred {
+    to: u32,
+    header: ChunkHeader,
+    fingerprint: Option<Fingerprint>,
+    range: Range<usize>,
+}
+
 pub(crate) struct Running {
     pub(crate) spec: CollectiveSpec,
     pub(crate) fp: Fingerprint,
@@ -63,6 +74,10 @@ pub(crate) struct Running {
     held: BTreeMap<(u32, u32), VecDeque<InChunk>>,
     fp_checked: BTreeSet<u32>,
     fp_sent: BTreeSet<u32>,
+    /// Our rank in the communicator: sends to ourselves are never deferred.
+    me: u32,
+    /// Sends of the current step not encoded yet, in plan order.
+    deferred: VecDeque<Deferred>,
 }
 
 impl std::fmt::Debug for Running {
@@ -92,6 +107,7 @@ impl Running {
         layout: Layout,
         buf: Buffer,
         seg: usize,
+        me: u32,
     ) -> Self {
         Self {
             spec,
@@ -108,6 +124,50 @@ impl Running {
             held: BTreeMap::new(),
             fp_checked: BTreeSet::new(),
             fp_sent: BTreeSet::new(),
+            me,
+            deferred: VecDeque::new(),
+        }
+    }
+
+    /// Whether sends wait for room (see [`Running::take_sends`]).
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Encode deferred sends, in plan order, while `room(to, bytes)` accepts them. A peer
+    /// refused once is skipped for the rest of the call, so its sends stay in order.
+    pub(crate) fn take_sends(
+        &mut self,
+        room: &mut dyn FnMut(u32, usize) -> bool,
+        out: &mut Vec<OutChunk>,
+    ) {
+        let mut blocked = BTreeSet::new();
+        let elem = self.spec.dtype.size();
+        let mut keep = VecDeque::new();
+        while let Some(d) = self.deferred.pop_front() {
+            if blocked.contains(&d.to) || !room(d.to, d.range.len() * elem) {
+                blocked.insert(d.to);
+                keep.push_back(d);
+                continue;
+            }
+            out.push(self.encode(d));
+        }
+        self.deferred = keep;
+    }
+
+    /// Encode every deferred send now (the step ends, or its data is about to change).
+    fn flush_deferred(&mut self, out: &mut Vec<OutChunk>) {
+        while let Some(d) = self.deferred.pop_front() {
+            out.push(self.encode(d));
+        }
+    }
+
+    fn encode(&self, d: Deferred) -> OutChunk {
+        OutChunk {
+            to: d.to,
+            header: d.header,
+            fingerprint: d.fingerprint,
+            payload: self.buf.encode_range(d.range),
         }
     }
 
@@ -225,7 +285,7 @@ impl Running {
                     let Some(chunk) = self.held.get_mut(&key).and_then(VecDeque::pop_front) else {
                         break;
                     };
-                    self.apply(i, &recv.range, recv.reduce, chunk)?;
+                    self.apply(i, &recv.range, recv.reduce, chunk, out)?;
                     progressed = true;
                 }
                 if self.held.get(&key).is_some_and(VecDeque::is_empty) {
@@ -244,6 +304,7 @@ impl Running {
                         format!("more chunks than planned in step {step}"),
                     ));
                 }
+                self.flush_deferred(out);
                 self.run_locals();
                 self.step += 1;
                 self.enter_step(out);
@@ -258,8 +319,8 @@ impl Running {
     /// A recv may take chunks once every earlier, overlapping recv of the step is done.
     fn may_apply(&self, i: usize, recvs: &[super::plan::Recv]) -> bool {
         recvs[..i].iter().enumerate().all(|(j, r)| {
-            let overlaps = r.range.start < recvs[i].range.end && recvs[i].range.start < r.range.end;
-            !overlaps || self.got[j] >= chunks_for(r.range.len(), self.seg)
+            !overlaps(&r.range, &recvs[i].range)
+                || self.got[j] >= chunks_for(r.range.len(), self.seg)
         })
     }
 
@@ -269,6 +330,7 @@ impl Running {
         range: &Range<usize>,
         reduce: bool,
         chunk: InChunk,
+        out: &mut Vec<OutChunk>,
     ) -> Result<(), Violation> {
         let done = self.got[i] * self.seg;
         let expect_len = range.len().saturating_sub(done).min(self.seg);
@@ -293,6 +355,12 @@ impl Running {
             ReduceOp::Avg => ReduceOp::Sum,
             op => op,
         };
+        let target = range.start + done..range.start + done + expect_len;
+        // A send of this step that reads what this chunk writes (recursive doubling sends
+        // and receives the same range) must take its bytes first.
+        if self.deferred.iter().any(|d| overlaps(&d.range, &target)) {
+            self.flush_deferred(out);
+        }
         self.buf
             .apply_le(range.start + done, &chunk.payload, reduce.then_some(op));
         self.got[i] += 1;
@@ -332,7 +400,7 @@ impl Running {
                 let start = t.range.start + c * self.seg;
                 let end = (start + self.seg).min(t.range.end);
                 let first = self.fp_sent.insert(t.peer);
-                out.push(OutChunk {
+                let send = Deferred {
                     to: t.peer,
                     header: ChunkHeader {
                         epoch: self.epoch,
@@ -343,8 +411,13 @@ impl Running {
                         offset: (c * self.seg) as u64,
                     },
                     fingerprint: first.then_some(self.fp),
-                    payload: self.buf.encode_range(start..end.max(start)),
-                });
+                    range: start..end.max(start),
+                };
+                if t.peer == self.me {
+                    out.push(self.encode(send));
+                } else {
+                    self.deferred.push_back(send);
+                }
             }
         }
         // A step with no receives completes at once; drain() advances past it.
@@ -354,6 +427,10 @@ impl Running {
     pub(crate) fn settle(&mut self, out: &mut Vec<OutChunk>) -> Result<(), Violation> {
         self.drain(out)
     }
+}
+
+fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
+    a.start < b.end && b.start < a.end
 }
 
 fn protocol(peer: u32, detail: impl Into<String>) -> Violation {
@@ -409,6 +486,7 @@ mod tests {
             layout,
             Buffer::from_vec(vec![0f32; 4]),
             2,
+            0,
         );
         r.begin(&mut Vec::new());
         r
@@ -480,5 +558,93 @@ mod tests {
             assert!(r.on_chunk(chunk(step, offset, 2, fp), &mut out).is_ok());
         }
         assert!(r.is_done());
+    }
+
+    /// One recursive-doubling step: send 0..4 to rank 1 and reduce rank 1's 0..4 into it.
+    fn exchange(values: Vec<f32>) -> Running {
+        let spec = CollectiveSpec {
+            kind: CollectiveKind::AllReduce,
+            dtype: DType::F32,
+            op: ReduceOp::Sum,
+            count: 4,
+            root: 0,
+        };
+        let fp = spec.fingerprint(Algorithm::RecursiveDoubling);
+        let step = Step {
+            sends: vec![crate::collective::plan::Transfer {
+                peer: 1,
+                range: 0..4,
+            }],
+            recvs: vec![Recv {
+                peer: 1,
+                range: 0..4,
+                reduce: true,
+            }],
+            locals: Vec::new(),
+        };
+        let plan = Plan {
+            algorithm: Algorithm::RecursiveDoubling,
+            buffer_len: 4,
+            steps: vec![step],
+        };
+        let layout = Layout {
+            buffer_len: 4,
+            input: 0..4,
+            output: 0..4,
+            fill_identity: 0..0,
+        };
+        let buf = Buffer::from_vec(values);
+        Running::new(spec, fp, 0, 0, 1, plan, layout, buf, 2, 0)
+    }
+
+    fn floats(b: &Bytes) -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn deferred_sends_wait_for_room_and_keep_their_order() {
+        let mut r = exchange(vec![1.0, 2.0, 3.0, 4.0]);
+        let mut out = Vec::new();
+        r.begin(&mut out);
+        assert!(out.is_empty(), "nothing is encoded before there is room");
+        assert!(r.has_deferred());
+        // Room for one segment: the first goes, the second waits behind it.
+        let mut room = 8usize;
+        r.take_sends(
+            &mut |_, bytes| {
+                let ok = room > 0;
+                room = room.saturating_sub(bytes);
+                ok
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].header.offset, 0);
+        assert_eq!(floats(&out[0].payload), vec![1.0, 2.0]);
+        r.take_sends(&mut |_, _| true, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].header.offset, 2);
+        assert!(!r.has_deferred());
+    }
+
+    #[test]
+    fn a_receive_into_a_deferred_range_encodes_the_old_data_first() {
+        let mut r = exchange(vec![1.0, 2.0, 3.0, 4.0]);
+        let fp = Some(r.fp);
+        let mut out = Vec::new();
+        r.begin(&mut out);
+        // The peer's first segment arrives while no room was ever offered: our sends
+        // must carry our data as it was before the reduction, not the sum.
+        let payload: Vec<u8> = [10f32, 20.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let first = InChunk {
+            payload: Bytes::from(payload),
+            ..chunk(0, 0, 2, fp)
+        };
+        assert!(r.on_chunk(first, &mut out).is_ok());
+        let sent: Vec<f32> = out.iter().flat_map(|c| floats(&c.payload)).collect();
+        assert_eq!(sent, vec![1.0, 2.0, 3.0, 4.0]);
+        assert!(!r.has_deferred());
     }
 }

@@ -1,5 +1,6 @@
 //! Routing transport events to the role's state machine, and its actions back down.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,6 +17,9 @@ use crate::transport::{ConnId, StreamClass, TransportEvent};
 
 /// Application close code for a peer that broke the protocol after joining.
 const CLOSE_PROTOCOL: u64 = 0x3;
+
+/// Per peer, the most encoded collective bytes waiting beyond QUIC's send buffer.
+const SEND_AHEAD: usize = 512 << 10;
 
 impl Node {
     /// Drain everything the transport has to say, feeding the role, until quiet.
@@ -40,6 +44,11 @@ impl Node {
                     self.mesh_changed(now);
                 }
             }
+            // Collective chunks waiting for room: QUIC may have taken what was queued.
+            self.pump_collective_sends();
+            if self.transport.has_events() {
+                continue;
+            }
             // Point-to-point streams pause after each delivery; now that those messages
             // are matched or buffered (and over-limit sources stopped), read on.
             if !self.transport.resume_paced() {
@@ -47,6 +56,41 @@ impl Node {
             }
         }
         self.drive_checkpoint();
+    }
+
+    /// Encode the collective chunks that fit: per peer, until [`SEND_AHEAD`] bytes wait
+    /// beyond what QUIC has taken. A step's chunks are copied out of the working buffer
+    /// as the connection drains rather than all at once, so a 64 MiB operation never
+    /// holds a second copy of its steps, and the bytes QUIC packetises are still in cache.
+    fn pump_collective_sends(&mut self) {
+        let Some(mut exec) = self.exec.take() else {
+            return;
+        };
+        if exec.has_deferred() {
+            let mut budget: BTreeMap<u32, usize> = BTreeMap::new();
+            let mut out = Vec::new();
+            exec.pump_sends(
+                &mut |rank, bytes| {
+                    let left = budget.entry(rank).or_insert_with(|| {
+                        self.conn_of(rank)
+                            .ok()
+                            .and_then(|c| self.transport.queued(c, StreamClass::Collective))
+                            // No connection: the send fails the operation, as an eager one would.
+                            .map_or(usize::MAX, |q| SEND_AHEAD.saturating_sub(q))
+                    });
+                    if *left == 0 {
+                        return false;
+                    }
+                    *left = left.saturating_sub(bytes);
+                    true
+                },
+                &mut out,
+            );
+            self.exec = Some(exec);
+            self.apply_exec(out);
+        } else {
+            self.exec = Some(exec);
+        }
     }
 
     fn route_seed(&mut self, now: Instant, event: TransportEvent) -> Vec<Action> {

@@ -122,7 +122,7 @@ pub(crate) struct Transport {
     limits: TransportLimits,
     server_config: Option<Arc<ServerConfig>>,
     /// Where the round-robin over connections in `poll_transmit` resumes.
-    next_tx: usize,
+    next_tx: ConnId,
     /// Test hook: the latest control frames and close reasons sent (see
     /// [`Transport::sent_control_frames`]).
     #[cfg(feature = "sim")]
@@ -155,7 +155,7 @@ impl Transport {
             dirty: BTreeSet::new(),
             limits,
             server_config: None,
-            next_tx: 0,
+            next_tx: ConnId(0),
             #[cfg(feature = "sim")]
             sent_control: VecDeque::new(),
         }
@@ -364,6 +364,17 @@ impl Transport {
         self.peers.len()
     }
 
+    /// Bytes of `class` queued for `conn` beyond what QUIC has taken (`None`: no such
+    /// connection).
+    pub(crate) fn queued(&self, conn: ConnId, class: StreamClass) -> Option<usize> {
+        self.peers.get(&conn).map(|p| p.queued(class))
+    }
+
+    /// Whether events wait in [`Transport::poll_event`].
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     pub(crate) fn poll_event(&mut self) -> Option<TransportEvent> {
         self.events.pop_front()
     }
@@ -392,13 +403,17 @@ impl Transport {
             buf.extend_from_slice(&bytes);
             return Some(t);
         }
-        let ids: Vec<ConnId> = self.peers.keys().copied().collect();
-        if ids.is_empty() {
-            return None;
-        }
-        let start = self.next_tx % ids.len();
-        for i in 0..ids.len() {
-            let id = ids[(start + i) % ids.len()];
+        // Round robin from the connection after the last one that sent, without collecting
+        // the ids: this runs once per datagram sent and once more to learn there is none.
+        let mut cursor = self.next_tx;
+        for _ in 0..self.peers.len() {
+            let next = self
+                .peers
+                .range(cursor..)
+                .next()
+                .or_else(|| self.peers.iter().next());
+            let (&id, _) = next?;
+            cursor = ConnId(id.0.wrapping_add(1));
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -406,7 +421,7 @@ impl Transport {
             let mtu = usize::from(peer.conn.current_mtu()).max(1);
             let max = max_datagrams.min(MAX_GSO_BYTES / mtu).max(1);
             if let Some(t) = peer.conn.poll_transmit(now, max, buf) {
-                self.next_tx = (start + i + 1) % ids.len();
+                self.next_tx = cursor;
                 // Sending may have produced endpoint events (e.g. retired CIDs).
                 self.dirty.insert(id);
                 self.drive();

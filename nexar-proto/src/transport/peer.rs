@@ -90,6 +90,10 @@ pub(super) struct Peer {
     /// Incoming streams by id, each with its own decoder (frames never span streams).
     incoming: BTreeMap<StreamId, (StreamClass, FrameDecoder)>,
     reading: [bool; CLASSES],
+    /// Incoming streams with data QUIC has not handed us yet (its `Readable` events, and
+    /// streams we stopped reading early): only these are read, so a datagram costs one
+    /// stream's read, not one per stream of the connection.
+    readable: std::collections::BTreeSet<StreamId>,
     /// Paced classes whose reads paused after a delivery (see `StreamClass::paced`).
     paused: [bool; CLASSES],
     closed: bool,
@@ -107,6 +111,7 @@ impl Peer {
             out: Default::default(),
             incoming: BTreeMap::new(),
             reading: [true; CLASSES],
+            readable: std::collections::BTreeSet::new(),
             paused: [false; CLASSES],
             closed: false,
             lost_reported: false,
@@ -115,6 +120,11 @@ impl Peer {
 
     pub(super) fn buffered(&self) -> usize {
         self.incoming.values().map(|(_, d)| d.capacity()).sum()
+    }
+
+    /// Bytes of `class` QUIC has not taken yet (its send window is full).
+    pub(super) fn queued(&self, class: StreamClass) -> usize {
+        self.out[class as usize].queued
     }
 
     pub(super) fn send(&mut self, class: StreamClass, frame: Bytes) -> Result<(), SendError> {
@@ -166,6 +176,9 @@ impl Peer {
                 }
                 Event::ConnectionLost { reason } => self.report_lost(reason, &mut outputs),
                 Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => self.accept_streams(),
+                Event::Stream(StreamEvent::Readable { id }) => {
+                    self.readable.insert(id);
+                }
                 Event::Stream(_) | Event::HandshakeDataReady => {}
                 Event::DatagramReceived | Event::DatagramsUnblocked => {}
             }
@@ -242,6 +255,7 @@ impl Peer {
                 Some(class) => {
                     let decoder = FrameDecoder::new(self.limits.codec);
                     self.incoming.insert(id, (class, decoder));
+                    self.readable.insert(id);
                 }
                 // A fifth stream is not part of the protocol; refuse its bytes.
                 None => {
@@ -252,12 +266,13 @@ impl Peer {
     }
 
     fn read_streams(&mut self, outputs: &mut Vec<PeerOutput>) {
-        let ids: Vec<StreamId> = self.incoming.keys().copied().collect();
+        let ids: Vec<StreamId> = self.readable.iter().copied().collect();
         for id in ids {
             if self.closed {
                 return;
             }
             let Some((class, decoder)) = self.incoming.get_mut(&id) else {
+                self.readable.remove(&id);
                 continue;
             };
             let class = *class;
@@ -266,47 +281,56 @@ impl Peer {
             }
             let mut failure = None;
             let mut finished = false;
-            if let Ok(mut chunks) = self.conn.recv_stream(id).read(true) {
-                loop {
-                    match chunks.next(READ_CHUNK) {
-                        Ok(Some(chunk)) => {
-                            decoder.push_bytes(chunk.bytes);
-                            // Decode as we go so the decoder never holds more than one
-                            // frame plus one chunk, whatever the peer's window allows.
-                            let before = outputs.len();
-                            if let Err(e) = drain_frames(decoder, class, outputs) {
-                                failure = Some(e);
-                                break;
-                            }
-                            if class.paced() && outputs.len() > before {
-                                self.paused[class as usize] = true;
-                                break;
-                            }
-                        }
-                        Ok(None) => {
-                            finished = true;
+            let mut stream = self.conn.recv_stream(id);
+            let Ok(mut chunks) = stream.read(true) else {
+                self.readable.remove(&id);
+                continue;
+            };
+            loop {
+                match chunks.next(READ_CHUNK) {
+                    Ok(Some(chunk)) => {
+                        decoder.push_bytes(chunk.bytes);
+                        // Decode as we go so the decoder never holds more than one
+                        // frame plus one chunk, whatever the peer's window allows.
+                        let before = outputs.len();
+                        if let Err(e) = drain_frames(decoder, class, outputs) {
+                            failure = Some(e);
                             break;
                         }
-                        Err(ReadError::Blocked) => break,
-                        Err(ReadError::Reset(_)) => {
-                            finished = true;
+                        if class.paced() && outputs.len() > before {
+                            self.paused[class as usize] = true;
                             break;
                         }
                     }
+                    Ok(None) => {
+                        finished = true;
+                        break;
+                    }
+                    Err(ReadError::Blocked) => {
+                        // Everything QUIC had is read; its next `Readable` brings us back.
+                        self.readable.remove(&id);
+                        break;
+                    }
+                    Err(ReadError::Reset(_)) => {
+                        finished = true;
+                        break;
+                    }
                 }
-                let _ = chunks.finalize();
             }
+            let _ = chunks.finalize();
             if let Some(error) = failure {
                 // Nothing after a framing error can be trusted: stop reading the stream
                 // (its bytes are discarded) and let the node close the connection with
                 // the reason it chooses, e.g. a typed join rejection.
                 let _ = self.conn.recv_stream(id).stop(varint(CLOSE_MALFORMED));
                 self.incoming.remove(&id);
+                self.readable.remove(&id);
                 outputs.push(PeerOutput::Malformed(error));
                 return;
             }
             if finished {
                 self.incoming.remove(&id);
+                self.readable.remove(&id);
             }
         }
     }

@@ -204,6 +204,7 @@ impl Executor {
             .comms
             .get(&comm_id)
             .ok_or(CommandError::UnknownCommunicator { comm: comm_id })?;
+        let me = comm.me;
         let spec = CollectiveSpec {
             kind,
             dtype: input.dtype(),
@@ -273,7 +274,9 @@ impl Executor {
             state: FlightState::Running { step: 0 },
         });
         let seg = (self.config.collective.segment_bytes / spec.dtype.size()).max(1);
-        let run = Running::new(spec, fp, comm_id.0, seq, self.epoch, plan, layout, buf, seg);
+        let run = Running::new(
+            spec, fp, comm_id.0, seq, self.epoch, plan, layout, buf, seg, me,
+        );
         let deadline = now + self.config.timeout;
         self.ops.insert(
             (comm_id.0, seq),
@@ -511,6 +514,48 @@ impl Executor {
         let all: Vec<(u64, u64)> = self.ops.keys().copied().collect();
         for (comm, seq) in all {
             self.fail(comm, seq, err.clone(), out);
+        }
+    }
+
+    /// Whether any operation has chunks waiting for room on a connection.
+    pub(crate) fn has_deferred(&self) -> bool {
+        self.ops.values().any(|o| o.run.has_deferred())
+    }
+
+    /// Encode waiting chunks while `room(world_rank, bytes)` accepts them: operations in
+    /// start order, each in plan order, a peer that refuses once skipped from then on
+    /// (so chunks keep their order on its stream). Call whenever room may have appeared.
+    pub(crate) fn pump_sends(
+        &mut self,
+        room: &mut dyn FnMut(u32, usize) -> bool,
+        out: &mut Vec<ExecOutput>,
+    ) {
+        let mut blocked = BTreeSet::new();
+        let mut sends = Vec::new();
+        for ((comm, _), op) in self.ops.iter_mut() {
+            if !op.run.has_deferred() {
+                continue;
+            }
+            let members = self.comms.get(&CommId(*comm)).map(|c| &c.members);
+            let world = |r: u32| {
+                members
+                    .and_then(|m| m.get(r as usize).copied())
+                    .unwrap_or(r)
+            };
+            let mut room = |to: u32, bytes: usize| {
+                let w = world(to);
+                if blocked.contains(&w) || !room(w, bytes) {
+                    blocked.insert(w);
+                    return false;
+                }
+                true
+            };
+            op.run.take_sends(&mut room, &mut sends);
+            for s in sends.drain(..) {
+                let to = world(s.to);
+                let (frame, bulk) = frame(s);
+                out.push(ExecOutput::Send { to, frame, bulk });
+            }
         }
     }
 
