@@ -579,7 +579,11 @@ impl Node {
     ) -> Option<Transmit> {
         let now = self.clock(now);
         let t = self.transport.poll_transmit(now, max_datagrams, buf);
-        self.process(now);
+        // Sending can make quinn report something (drained, CIDs retired); finding nothing
+        // to send changed nothing.
+        if t.is_some() || self.transport.has_events() {
+            self.process(now);
+        }
         t
     }
 

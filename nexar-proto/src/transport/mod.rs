@@ -123,6 +123,10 @@ pub(crate) struct Transport {
     server_config: Option<Arc<ServerConfig>>,
     /// Where the round-robin over connections in `poll_transmit` resumes.
     next_tx: ConnId,
+    /// Connections that may have a datagram to send: every input reaches a connection
+    /// through `drive`, which adds it; it leaves once quinn says it has nothing. Asking
+    /// only these saves a full `poll_transmit` per idle connection per datagram sent.
+    tx_ready: BTreeSet<ConnId>,
     /// Test hook: the latest control frames and close reasons sent (see
     /// [`Transport::sent_control_frames`]).
     #[cfg(feature = "sim")]
@@ -156,6 +160,7 @@ impl Transport {
             limits,
             server_config: None,
             next_tx: ConnId(0),
+            tx_ready: BTreeSet::new(),
             #[cfg(feature = "sim")]
             sent_control: VecDeque::new(),
         }
@@ -406,15 +411,12 @@ impl Transport {
         // Round robin from the connection after the last one that sent, without collecting
         // the ids: this runs once per datagram sent and once more to learn there is none.
         let mut cursor = self.next_tx;
-        for _ in 0..self.peers.len() {
-            let next = self
-                .peers
-                .range(cursor..)
-                .next()
-                .or_else(|| self.peers.iter().next());
-            let (&id, _) = next?;
+        for _ in 0..self.tx_ready.len() {
+            let next = self.tx_ready.range(cursor..).next();
+            let id = *next.or_else(|| self.tx_ready.first())?;
             cursor = ConnId(id.0.wrapping_add(1));
             let Some(peer) = self.peers.get_mut(&id) else {
+                self.tx_ready.remove(&id);
                 continue;
             };
             buf.clear();
@@ -427,6 +429,7 @@ impl Transport {
                 self.drive();
                 return Some(convert(&t));
             }
+            self.tx_ready.remove(&id);
         }
         None
     }
@@ -437,6 +440,7 @@ impl Transport {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
+            self.tx_ready.insert(id);
             // Endpoint events (CID issuance, drained) may feed back into the connection.
             while let Some(ev) = peer.conn.poll_endpoint_events() {
                 if let Some(back) = self.endpoint.handle_event(id.handle(), ev) {
