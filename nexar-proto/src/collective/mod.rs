@@ -13,6 +13,7 @@ mod flight;
 /// The real executor of every rank in memory, for benches (not a stable API).
 #[doc(hidden)]
 pub mod loopback;
+mod outbox;
 pub mod plan;
 pub mod plans;
 mod running;

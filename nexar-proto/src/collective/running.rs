@@ -13,6 +13,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::buffer::Buffer;
+use super::outbox::{overlaps, Deferred, Outbox};
 use super::plan::{Layout, Plan};
 use super::spec::CollectiveSpec;
 use crate::codec::{ChunkHeader, Fingerprint, ReduceOp};
@@ -45,17 +46,6 @@ pub(crate) enum Violation {
     Protocol { peer: u32, detail: String },
 }
 
-/// A send of the current step not yet encoded: its bytes are copied out of the working
-/// buffer only when the connection has room ([`Running::take_sends`]), so a large step
-/// never holds a second copy of all its data, and what QUIC packetises is still in cache.
-#[derive(Debug, Clone)]
-struct Deferred {
-    to: u32,
-    header: ChunkHeader,
-    fingerprint: Option<Fingerprint>,
-    range: Range<usize>,
-}
-
 pub(crate) struct Running {
     pub(crate) spec: CollectiveSpec,
     pub(crate) fp: Fingerprint,
@@ -76,8 +66,8 @@ pub(crate) struct Running {
     fp_sent: BTreeSet<u32>,
     /// Our rank in the communicator: sends to ourselves are never deferred.
     me: u32,
-    /// Sends of the current step not encoded yet, in plan order.
-    deferred: VecDeque<Deferred>,
+    /// Sends of the current step not encoded yet; payloads that may be forwarded.
+    outbox: Outbox,
 }
 
 impl std::fmt::Debug for Running {
@@ -125,50 +115,29 @@ impl Running {
             fp_checked: BTreeSet::new(),
             fp_sent: BTreeSet::new(),
             me,
-            deferred: VecDeque::new(),
+            outbox: Outbox::default(),
         }
     }
 
     /// Whether sends wait for room (see [`Running::take_sends`]).
     pub(crate) fn has_deferred(&self) -> bool {
-        !self.deferred.is_empty()
+        !self.outbox.is_empty()
     }
 
-    /// Encode deferred sends, in plan order, while `room(to, bytes)` accepts them. A peer
-    /// refused once is skipped for the rest of the call, so its sends stay in order.
+    /// Encode deferred sends, in plan order, while `room(to, bytes)` accepts them (see
+    /// [`Outbox::take`]).
     pub(crate) fn take_sends(
         &mut self,
         room: &mut dyn FnMut(u32, usize) -> bool,
         out: &mut Vec<OutChunk>,
     ) {
-        let mut blocked = BTreeSet::new();
         let elem = self.spec.dtype.size();
-        let mut keep = VecDeque::new();
-        while let Some(d) = self.deferred.pop_front() {
-            if blocked.contains(&d.to) || !room(d.to, d.range.len() * elem) {
-                blocked.insert(d.to);
-                keep.push_back(d);
-                continue;
-            }
-            out.push(self.encode(d));
-        }
-        self.deferred = keep;
+        self.outbox.take(&self.buf, elem, room, out);
     }
 
     /// Encode every deferred send now (the step ends, or its data is about to change).
     fn flush_deferred(&mut self, out: &mut Vec<OutChunk>) {
-        while let Some(d) = self.deferred.pop_front() {
-            out.push(self.encode(d));
-        }
-    }
-
-    fn encode(&self, d: Deferred) -> OutChunk {
-        OutChunk {
-            to: d.to,
-            header: d.header,
-            fingerprint: d.fingerprint,
-            payload: self.buf.encode_range(d.range),
-        }
+        self.outbox.flush(&self.buf, self.spec.dtype.size(), out);
     }
 
     pub(crate) fn step(&self) -> u32 {
@@ -358,11 +327,15 @@ impl Running {
         let target = range.start + done..range.start + done + expect_len;
         // A send of this step that reads what this chunk writes (recursive doubling sends
         // and receives the same range) must take its bytes first.
-        if self.deferred.iter().any(|d| overlaps(&d.range, &target)) {
+        if self.outbox.reads(&target) {
             self.flush_deferred(out);
         }
         self.buf
             .apply_le(range.start + done, &chunk.payload, reduce.then_some(op));
+        match reduce {
+            true => self.outbox.written(&target),
+            false => self.outbox.copied(target, chunk.step, chunk.payload),
+        }
         self.got[i] += 1;
         Ok(())
     }
@@ -383,6 +356,8 @@ impl Running {
             op => op,
         };
         for local in self.plan.steps[self.step].locals.clone() {
+            self.outbox
+                .written(&(local.dst..local.dst + local.src.len()));
             self.buf
                 .local(local.src, local.dst, local.reduce.then_some(op));
         }
@@ -394,6 +369,7 @@ impl Running {
             return;
         };
         self.got = vec![0; step.recvs.len()];
+        self.outbox.begin_step(self.step as u32);
         for t in step.sends.clone() {
             let n = chunks_for(t.range.len(), self.seg);
             for c in 0..n {
@@ -414,9 +390,10 @@ impl Running {
                     range: start..end.max(start),
                 };
                 if t.peer == self.me {
-                    out.push(self.encode(send));
+                    let elem = self.spec.dtype.size();
+                    out.push(self.outbox.encode(&self.buf, elem, send));
                 } else {
-                    self.deferred.push_back(send);
+                    self.outbox.push(send);
                 }
             }
         }
@@ -427,10 +404,6 @@ impl Running {
     pub(crate) fn settle(&mut self, out: &mut Vec<OutChunk>) -> Result<(), Violation> {
         self.drain(out)
     }
-}
-
-fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
-    a.start < b.end && b.start < a.end
 }
 
 fn protocol(peer: u32, detail: impl Into<String>) -> Violation {

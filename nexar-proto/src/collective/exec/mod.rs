@@ -12,6 +12,7 @@
 //! rank sees every differing fingerprint and fails with `Mismatch`, instead of hanging.
 
 mod mismatch;
+mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -24,9 +25,10 @@ use super::flight::{FlightEntry, FlightRecorder, FlightState};
 use super::running::{InChunk, OutChunk, Running, Violation};
 use super::select::{select, CollectiveConfig};
 use super::spec::{layout_for, plan, CollectiveSpec};
-use crate::codec::{Chunk, CollectiveKind, DType, Fingerprint, Message, ReduceOp};
+use crate::codec::{Chunk, CollectiveKind, Fingerprint, Message, ReduceOp};
 use crate::error::{CommandError, OpError};
 use crate::event::{OpId, Outcome};
+use validate::validate;
 
 /// Step number of an abort chunk (no plan has this many steps).
 pub(crate) const ABORT_STEP: u32 = u32::MAX;
@@ -580,56 +582,6 @@ impl Executor {
             self.fail(comm, seq, OpError::PeerLost { rank }, out);
         }
     }
-}
-
-/// Refuse what no plan can run, before anything is sent.
-fn validate(spec: &CollectiveSpec, size: u32) -> Result<(), CommandError> {
-    let rooted = matches!(
-        spec.kind,
-        CollectiveKind::Broadcast
-            | CollectiveKind::Reduce
-            | CollectiveKind::Gather
-            | CollectiveKind::Scatter
-    );
-    if rooted && spec.root >= size {
-        return Err(CommandError::UnknownRank {
-            rank: spec.root,
-            world_size: size,
-        });
-    }
-    let reducing = matches!(
-        spec.kind,
-        CollectiveKind::AllReduce
-            | CollectiveKind::Reduce
-            | CollectiveKind::ReduceScatter
-            | CollectiveKind::Scan
-            | CollectiveKind::ExclusiveScan
-    );
-    let float = matches!(
-        spec.dtype,
-        DType::F32 | DType::F64 | DType::F16 | DType::BF16
-    );
-    let bad_op = match spec.op {
-        ReduceOp::None => reducing,
-        ReduceOp::Avg => {
-            !reducing
-                || !float
-                || matches!(
-                    spec.kind,
-                    CollectiveKind::Scan | CollectiveKind::ExclusiveScan
-                )
-        }
-        _ => !reducing,
-    };
-    if bad_op {
-        return Err(CommandError::InvalidCollective {
-            detail: format!(
-                "op {:?} does not apply to {:?} on {:?}",
-                spec.op, spec.kind, spec.dtype
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// The chunk's frame without its payload, and the payload (see `ExecOutput::Send`).

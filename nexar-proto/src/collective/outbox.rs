@@ -1,0 +1,193 @@
+//! The sends of one collective's current step that are not encoded yet, and received
+//! payloads that can go out again as they are.
+//!
+//! Encoding copies a range of the working buffer into a payload. Doing it for a whole
+//! step at once (a ring step of a 64 MiB allreduce is 16 MiB) holds a second copy of that
+//! data until QUIC has sent it; instead each send waits here until its connection has
+//! room ([`Outbox::take`]), so what QUIC packetises was copied moments before.
+//!
+//! A send whose range is exactly what a chunk of an earlier step wrote by copy (the ring
+//! all-gather forwards each block it receives) reuses that chunk's payload: same bytes,
+//! no copy. A payload is only kept while nothing has written over its range.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::buffer::Buffer;
+use super::running::OutChunk;
+use crate::codec::{ChunkHeader, Fingerprint};
+
+/// A send of the current step: destination, header fields, element range.
+#[derive(Debug, Clone)]
+pub(crate) struct Deferred {
+    pub(crate) to: u32,
+    pub(crate) header: ChunkHeader,
+    pub(crate) fingerprint: Option<Fingerprint>,
+    pub(crate) range: Range<usize>,
+}
+
+/// A payload written into the buffer by copy: its range's end, the step, the bytes.
+#[derive(Debug)]
+struct Received {
+    end: usize,
+    step: u32,
+    payload: Bytes,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    deferred: VecDeque<Deferred>,
+    /// By the range's start; ranges never overlap (a write over one drops it).
+    received: BTreeMap<usize, Received>,
+}
+
+impl Outbox {
+    pub(crate) fn push(&mut self, send: Deferred) {
+        self.deferred.push_back(send);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.deferred.is_empty()
+    }
+
+    /// Whether a waiting send reads any of `range`.
+    pub(crate) fn reads(&self, range: &Range<usize>) -> bool {
+        self.deferred.iter().any(|d| overlaps(&d.range, range))
+    }
+
+    /// Encode waiting sends, in order, while `room(to, bytes)` accepts them. A peer
+    /// refused once is skipped for the rest of the call, so its sends stay in order.
+    pub(crate) fn take(
+        &mut self,
+        buf: &Buffer,
+        elem: usize,
+        room: &mut dyn FnMut(u32, usize) -> bool,
+        out: &mut Vec<OutChunk>,
+    ) {
+        let mut blocked = BTreeSet::new();
+        let mut keep = VecDeque::new();
+        while let Some(d) = self.deferred.pop_front() {
+            if blocked.contains(&d.to) || !room(d.to, d.range.len() * elem) {
+                blocked.insert(d.to);
+                keep.push_back(d);
+                continue;
+            }
+            out.push(self.encode(buf, elem, d));
+        }
+        self.deferred = keep;
+    }
+
+    /// Encode every waiting send now (the step ends, or its data is about to change).
+    pub(crate) fn flush(&mut self, buf: &Buffer, elem: usize, out: &mut Vec<OutChunk>) {
+        while let Some(d) = self.deferred.pop_front() {
+            out.push(self.encode(buf, elem, d));
+        }
+    }
+
+    /// Encode one send: a kept payload of exactly its range, else a copy of the buffer.
+    pub(crate) fn encode(&self, buf: &Buffer, elem: usize, d: Deferred) -> OutChunk {
+        let payload = self
+            .received
+            .get(&d.range.start)
+            .filter(|r| r.end == d.range.end && r.payload.len() == d.range.len() * elem)
+            .map(|r| r.payload.clone());
+        OutChunk {
+            to: d.to,
+            header: d.header,
+            fingerprint: d.fingerprint,
+            payload: payload.unwrap_or_else(|| buf.encode_range(d.range)),
+        }
+    }
+
+    /// `range` of the buffer was written: payloads over any of it are stale.
+    pub(crate) fn written(&mut self, range: &Range<usize>) {
+        let stale: Vec<usize> = self
+            .received
+            .range(..range.end)
+            .filter(|(start, r)| overlaps(&(**start..r.end), range))
+            .map(|(start, _)| *start)
+            .collect();
+        for start in stale {
+            self.received.remove(&start);
+        }
+    }
+
+    /// `payload` was copied into `range` in `step`; a later step may send it on.
+    pub(crate) fn copied(&mut self, range: Range<usize>, step: u32, payload: Bytes) {
+        self.written(&range);
+        if !range.is_empty() {
+            let end = range.end;
+            self.received
+                .insert(range.start, Received { end, step, payload });
+        }
+    }
+
+    /// Step `step` begins: payloads from before the previous step will not be forwarded
+    /// (the plans forward a block in the step right after it came), so let them go.
+    pub(crate) fn begin_step(&mut self, step: u32) {
+        self.received.retain(|_, r| r.step + 1 >= step);
+    }
+}
+
+pub(crate) fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Algorithm;
+
+    fn send(range: Range<usize>) -> Deferred {
+        Deferred {
+            to: 1,
+            header: ChunkHeader {
+                epoch: 1,
+                comm: 0,
+                seq: 0,
+                algorithm: Algorithm::Ring,
+                step: 1,
+                offset: 0,
+            },
+            fingerprint: None,
+            range,
+        }
+    }
+
+    fn le(values: &[f32]) -> Bytes {
+        values.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_copied_payload_goes_out_again_without_a_copy_until_written_over() {
+        let buf = Buffer::from_vec(vec![1f32, 2.0, 3.0, 4.0]);
+        let mut o = Outbox::default();
+        let payload = le(&[3.0, 4.0]);
+        o.copied(2..4, 0, payload.clone());
+        let c = o.encode(&buf, 4, send(2..4));
+        assert_eq!(
+            c.payload.as_ptr(),
+            payload.as_ptr(),
+            "the same bytes, not a copy"
+        );
+        // A range that does not match exactly is encoded from the buffer.
+        let c = o.encode(&buf, 4, send(2..3));
+        assert_eq!(c.payload, le(&[3.0]));
+        // Written over (a reduction into part of it): the buffer is the truth.
+        o.written(&(3..4));
+        let c = o.encode(&buf, 4, send(2..4));
+        assert_ne!(c.payload.as_ptr(), payload.as_ptr());
+        assert_eq!(c.payload, le(&[3.0, 4.0]));
+    }
+
+    #[test]
+    fn payloads_older_than_the_previous_step_are_dropped() {
+        let mut o = Outbox::default();
+        o.copied(0..2, 0, le(&[1.0, 2.0]));
+        o.copied(2..4, 1, le(&[3.0, 4.0]));
+        o.begin_step(2);
+        assert_eq!(o.received.keys().copied().collect::<Vec<_>>(), vec![2]);
+    }
+}
