@@ -87,12 +87,17 @@ impl Outbox {
     }
 
     /// Encode one send: a kept payload of exactly its range, else a copy of the buffer.
-    pub(crate) fn encode(&self, buf: &Buffer, elem: usize, d: Deferred) -> OutChunk {
-        let payload = self
+    pub(crate) fn encode(&mut self, buf: &Buffer, elem: usize, d: Deferred) -> OutChunk {
+        let kept = self
             .received
             .get(&d.range.start)
-            .filter(|r| r.end == d.range.end && r.payload.len() == d.range.len() * elem)
-            .map(|r| r.payload.clone());
+            .is_some_and(|r| r.end == d.range.end && r.payload.len() == d.range.len() * elem);
+        // Forwarded once, then let go: held any longer it would double the memory the
+        // step needs (another send of the range, a tree's second child, copies the buffer).
+        let payload = match kept {
+            true => self.received.remove(&d.range.start).map(|r| r.payload),
+            false => None,
+        };
         OutChunk {
             to: d.to,
             header: d.header,
@@ -172,7 +177,9 @@ mod tests {
             payload.as_ptr(),
             "the same bytes, not a copy"
         );
+        assert!(o.received.is_empty(), "forwarded once, then let go");
         // A range that does not match exactly is encoded from the buffer.
+        o.copied(2..4, 0, payload.clone());
         let c = o.encode(&buf, 4, send(2..3));
         assert_eq!(c.payload, le(&[3.0]));
         // Written over (a reduction into part of it): the buffer is the truth.

@@ -332,7 +332,9 @@ impl Running {
         }
         self.buf
             .apply_le(range.start + done, &chunk.payload, reduce.then_some(op));
-        match reduce {
+        // Only a later step can send a copied block on; the last step's are let go.
+        let last = self.step + 1 >= self.plan.steps.len();
+        match reduce || last {
             true => self.outbox.written(&target),
             false => self.outbox.copied(target, chunk.step, chunk.payload),
         }
