@@ -421,7 +421,8 @@ mod tests {
     use crate::codec::{Algorithm, CollectiveKind, DType};
     use crate::collective::plan::{Recv, Step};
 
-    fn op() -> Running {
+    /// A 4-element f32 sum over `steps` (segments of 2 elements), rank 0 of 2, not begun.
+    fn running(algorithm: Algorithm, steps: Vec<Step>, values: Vec<f32>) -> Running {
         let spec = CollectiveSpec {
             kind: CollectiveKind::AllReduce,
             dtype: DType::F32,
@@ -429,21 +430,11 @@ mod tests {
             count: 4,
             root: 0,
         };
-        let fp = spec.fingerprint(Algorithm::Ring);
-        // Two steps, each receiving 4 elements from rank 1 in segments of 2.
-        let step = Step {
-            sends: Vec::new(),
-            recvs: vec![Recv {
-                peer: 1,
-                range: 0..4,
-                reduce: true,
-            }],
-            locals: Vec::new(),
-        };
+        let fp = spec.fingerprint(algorithm);
         let plan = Plan {
-            algorithm: Algorithm::Ring,
+            algorithm,
             buffer_len: 4,
-            steps: vec![step.clone(), step],
+            steps,
         };
         let layout = Layout {
             buffer_len: 4,
@@ -451,18 +442,26 @@ mod tests {
             output: 0..4,
             fill_identity: 0..0,
         };
-        let mut r = Running::new(
-            spec,
-            fp,
-            0,
-            0,
-            1,
-            plan,
-            layout,
-            Buffer::from_vec(vec![0f32; 4]),
-            2,
-            0,
-        );
+        let buf = Buffer::from_vec(values);
+        Running::new(spec, fp, 0, 0, 1, plan, layout, buf, 2, 0)
+    }
+
+    fn recv_all(reduce: bool) -> Recv {
+        Recv {
+            peer: 1,
+            range: 0..4,
+            reduce,
+        }
+    }
+
+    /// Two steps, each receiving 4 elements from rank 1 in segments of 2; begun.
+    fn op() -> Running {
+        let step = Step {
+            sends: Vec::new(),
+            recvs: vec![recv_all(true)],
+            locals: Vec::new(),
+        };
+        let mut r = running(Algorithm::Ring, vec![step.clone(), step], vec![0f32; 4]);
         r.begin(&mut Vec::new());
         r
     }
@@ -537,39 +536,15 @@ mod tests {
 
     /// One recursive-doubling step: send 0..4 to rank 1 and reduce rank 1's 0..4 into it.
     fn exchange(values: Vec<f32>) -> Running {
-        let spec = CollectiveSpec {
-            kind: CollectiveKind::AllReduce,
-            dtype: DType::F32,
-            op: ReduceOp::Sum,
-            count: 4,
-            root: 0,
-        };
-        let fp = spec.fingerprint(Algorithm::RecursiveDoubling);
         let step = Step {
             sends: vec![crate::collective::plan::Transfer {
                 peer: 1,
                 range: 0..4,
             }],
-            recvs: vec![Recv {
-                peer: 1,
-                range: 0..4,
-                reduce: true,
-            }],
+            recvs: vec![recv_all(true)],
             locals: Vec::new(),
         };
-        let plan = Plan {
-            algorithm: Algorithm::RecursiveDoubling,
-            buffer_len: 4,
-            steps: vec![step],
-        };
-        let layout = Layout {
-            buffer_len: 4,
-            input: 0..4,
-            output: 0..4,
-            fill_identity: 0..0,
-        };
-        let buf = Buffer::from_vec(values);
-        Running::new(spec, fp, 0, 0, 1, plan, layout, buf, 2, 0)
+        running(Algorithm::RecursiveDoubling, vec![step], values)
     }
 
     fn floats(b: &Bytes) -> Vec<f32> {
