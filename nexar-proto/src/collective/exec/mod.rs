@@ -469,10 +469,7 @@ impl Executor {
     }
 
     fn world_rank(&self, comm: u64, comm_rank: u32) -> u32 {
-        self.comms
-            .get(&CommId(comm))
-            .and_then(|c| c.members.get(comm_rank as usize).copied())
-            .unwrap_or(comm_rank)
+        world_rank(&self.comms, comm, comm_rank)
     }
 
     /// Fail operations whose deadline passed, naming whom they waited for.
@@ -538,12 +535,7 @@ impl Executor {
             if !op.run.has_deferred() {
                 continue;
             }
-            let members = self.comms.get(&CommId(*comm)).map(|c| &c.members);
-            let world = |r: u32| {
-                members
-                    .and_then(|m| m.get(r as usize).copied())
-                    .unwrap_or(r)
-            };
+            let world = |r: u32| world_rank(&self.comms, *comm, r);
             let mut room = |to: u32, bytes: usize| {
                 let w = world(to);
                 if blocked.contains(&w) || !room(w, bytes) {
@@ -582,6 +574,15 @@ impl Executor {
             self.fail(comm, seq, OpError::PeerLost { rank }, out);
         }
     }
+}
+
+/// The world rank of `comm_rank` in communicator `comm` (itself if the comm is unknown).
+/// A free function so that `pump_sends` can map ranks while it holds the operations.
+fn world_rank(comms: &BTreeMap<CommId, Communicator>, comm: u64, comm_rank: u32) -> u32 {
+    comms
+        .get(&CommId(comm))
+        .and_then(|c| c.members.get(comm_rank as usize).copied())
+        .unwrap_or(comm_rank)
 }
 
 /// The chunk's frame without its payload, and the payload (see `ExecOutput::Send`).
