@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use nexar_proto::codec::{
     Algorithm, Chunk, ChunkHeader, CollectiveKind, DType, Fingerprint, FrameDecoder, Heartbeat,
@@ -38,7 +38,7 @@ fn chunk(payload: usize) -> Message {
             root: 0,
             algorithm: Algorithm::Ring,
         }),
-        payload: Bytes::from(vec![7u8; payload]),
+        payload: vec![7u8; payload].into(),
     })
 }
 

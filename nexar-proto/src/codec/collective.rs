@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::message::{Body, WireMessage};
 use super::wire::{self, Reader};
-use super::{Algorithm, CollectiveKind, DType, DecodeError, Kind, Limits, ReduceOp};
+use super::{Algorithm, CollectiveKind, DType, DecodeError, Kind, Limits, Pieces, ReduceOp};
 
 /// Identity and position of a chunk within a collective.
 ///
@@ -102,8 +102,9 @@ pub struct Chunk {
     pub header: ChunkHeader,
     /// Present on the first chunk a rank sends for a collective.
     pub fingerprint: Option<Fingerprint>,
-    /// The data; the bulk field, written last so it can be sent without copying.
-    pub payload: Bytes,
+    /// The data; the bulk field, written last so it can be sent without copying. Received,
+    /// it is the slices of the datagrams it came in (see [`Pieces`]).
+    pub payload: Pieces,
 }
 
 impl Chunk {
@@ -122,7 +123,8 @@ impl Body for Chunk {
         ChunkHeader::ENCODED_LEN
             + 1
             + self.fingerprint.map_or(0, |_| Fingerprint::ENCODED_LEN)
-            + wire::bytes_len(&self.payload)
+            + 4
+            + self.payload.len()
     }
 
     fn encode_fields(&self, out: &mut BytesMut) {
@@ -137,8 +139,8 @@ impl Body for Chunk {
         wire::put_len(out, self.payload.len());
     }
 
-    fn bulk(&self) -> Option<&Bytes> {
-        Some(&self.payload)
+    fn bulk(&self) -> &[Bytes] {
+        self.payload.parts()
     }
 }
 
@@ -155,7 +157,40 @@ impl WireMessage for Chunk {
         Ok(Chunk {
             header,
             fingerprint,
-            payload: r.bytes("chunk.payload", u32::MAX)?,
+            payload: r.bytes("chunk.payload", u32::MAX)?.into(),
+        })
+    }
+}
+
+impl Chunk {
+    /// Decodes a chunk frame's payload that arrived in several pieces, without joining
+    /// them: the fields are read from a copy of at most [`Chunk::MAX_OVERHEAD`] leading
+    /// bytes, and the payload is the rest of the pieces, sliced. Same result and same
+    /// errors as [`Message::decode`](super::Message::decode) on the joined bytes.
+    pub(crate) fn decode_pieces(payload: &Pieces) -> Result<Chunk, DecodeError> {
+        let head = payload.copy_prefix(Self::MAX_OVERHEAD);
+        let head_len = head.len();
+        let mut r = Reader::new(head);
+        let header = ChunkHeader::read(&mut r)?;
+        let fingerprint = if r.present("chunk.fingerprint")? {
+            Some(Fingerprint::read(&mut r)?)
+        } else {
+            None
+        };
+        let len = r.u32("chunk.payload")? as usize;
+        let start = head_len - r.remaining();
+        let available = payload.len() - start;
+        if available < len {
+            return Err(DecodeError::Truncated {
+                needed: len,
+                available,
+                field: "chunk.payload",
+            });
+        }
+        Ok(Chunk {
+            header,
+            fingerprint,
+            payload: payload.slice(start..start + len),
         })
     }
 }
@@ -188,7 +223,7 @@ mod tests {
                 root: 0,
                 algorithm: Algorithm::Ring,
             }),
-            payload: Bytes::from(vec![9; Chunk::max_payload(&limits)]),
+            payload: vec![9; Chunk::max_payload(&limits)].into(),
         };
         let message = Message::Chunk(chunk);
         assert_eq!(message.payload_len(), 1000);

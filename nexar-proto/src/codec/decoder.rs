@@ -5,11 +5,37 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{DecodeError, Frame, FrameHeader, Limits, Message, HEADER_LEN};
+use super::{Chunk, DecodeError, Frame, FrameHeader, Kind, Limits, Message, Pieces, HEADER_LEN};
 
 /// Smallest allocation for a partial payload, so that small frames split across pushes do
 /// not reallocate byte by byte.
 const MIN_ALLOC: usize = 256;
+
+/// Fewest bytes a pushed slice must contribute to a chunk frame to be kept by reference;
+/// shorter runs are copied (a slice keeps its whole receive buffer alive).
+const MIN_PIECE: usize = 1024;
+
+/// Most pieces a chunk frame's payload is kept in; past that its bytes are copied. This
+/// bounds how many receive buffers one partial frame can keep alive (15: one piece is the
+/// copied bytes), whatever the peer sends (on loopback a 256 KiB chunk arrives in five).
+const MAX_PIECES: usize = 16;
+
+/// A complete frame waiting to be polled.
+enum Ready {
+    Frame(Frame),
+    /// A chunk frame whose payload arrived in several slices, kept as they came.
+    Chunk(FrameHeader, Pieces),
+}
+
+impl Ready {
+    fn wire_len(&self) -> usize {
+        HEADER_LEN
+            + match self {
+                Ready::Frame(f) => f.payload.len(),
+                Ready::Chunk(_, p) => p.len(),
+            }
+    }
+}
 
 /// Incremental frame decoder for one stream.
 ///
@@ -22,6 +48,10 @@ const MIN_ALLOC: usize = 256;
 ///   pushed and is capped at the frame's validated length, so
 ///   [`capacity`](Self::capacity) never exceeds `max_frame_len` (nor about twice the
 ///   bytes received for the frame);
+/// - a chunk frame's payload is not joined: slices of at least 1 KiB pushed through
+///   [`push_bytes`](Self::push_bytes) are kept by reference, at most 15 per frame (so one
+///   frame keeps at most 15 receive buffers alive), and the collective layer copies them
+///   straight into the operation's buffer ([`Pieces`]);
 /// - a header that fails validation stops the decoder at once; the rest of that push and
 ///   all later pushes are discarded, so a 4 GiB claim costs nothing;
 /// - complete frames wait in a queue until polled. The caller bounds that queue by
@@ -39,9 +69,16 @@ pub struct FrameDecoder {
     header_len: usize,
     /// The validated header whose payload is being collected.
     current: Option<FrameHeader>,
-    /// The partial payload of `current`.
+    /// Slices of `current`'s payload kept by reference (chunk frames only), then...
+    pieces: Vec<Bytes>,
+    /// ...their total length, then...
+    pieces_len: usize,
+    /// ...the bytes of `current` received after them, copied.
     payload: BytesMut,
-    ready: VecDeque<Frame>,
+    ready: VecDeque<Ready>,
+    /// See [`MIN_PIECE`] and [`MAX_PIECES`] (smaller in the fuzz checks, to reach every path).
+    min_piece: usize,
+    max_pieces: usize,
     /// Wire bytes (headers included) of the frames in `ready`.
     ready_bytes: usize,
     /// The first error; reported once `ready` is drained, and forever after.
@@ -69,10 +106,24 @@ impl FrameDecoder {
             header: [0; HEADER_LEN],
             header_len: 0,
             current: None,
+            pieces: Vec::new(),
+            pieces_len: 0,
             payload: BytesMut::new(),
             ready: VecDeque::new(),
+            min_piece: MIN_PIECE,
+            max_pieces: MAX_PIECES,
             ready_bytes: 0,
             error: None,
+        }
+    }
+
+    /// A decoder that keeps chunk slices of at least `min_piece` bytes, at most
+    /// `max_pieces` per frame (the fuzz checks use tiny values to reach every path).
+    pub(crate) fn with_piece_policy(limits: Limits, min_piece: usize, max_pieces: usize) -> Self {
+        FrameDecoder {
+            min_piece: min_piece.max(1),
+            max_pieces,
+            ..FrameDecoder::new(limits)
         }
     }
 
@@ -100,10 +151,23 @@ impl FrameDecoder {
     ///
     /// Frames of unknown kinds appear here only when marked ignorable
     /// ([`Frame::is_skippable`]); the caller drops them.
+    ///
+    /// A chunk frame that arrived in pieces is joined here (a copy);
+    /// [`poll_message`](Self::poll_message) decodes it without joining.
     pub fn poll_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
-        if let Some(frame) = self.ready.pop_front() {
-            self.ready_bytes -= HEADER_LEN + frame.payload.len();
-            return Ok(Some(frame));
+        Ok(self.poll_ready()?.map(|ready| match ready {
+            Ready::Frame(frame) => frame,
+            Ready::Chunk(header, pieces) => Frame {
+                header,
+                payload: pieces.to_bytes(),
+            },
+        }))
+    }
+
+    fn poll_ready(&mut self) -> Result<Option<Ready>, DecodeError> {
+        if let Some(ready) = self.ready.pop_front() {
+            self.ready_bytes -= ready.wire_len();
+            return Ok(Some(ready));
         }
         match &self.error {
             Some(error) => Err(error.clone()),
@@ -117,13 +181,13 @@ impl FrameDecoder {
     /// sends malformed messages is broken or hostile, and the connection must be closed.
     pub fn poll_message(&mut self) -> Result<Option<Message>, DecodeError> {
         loop {
-            let Some(frame) = self.poll_frame()? else {
-                return Ok(None);
+            let decoded = match self.poll_ready()? {
+                None => return Ok(None),
+                Some(Ready::Frame(frame)) if frame.is_skippable() => continue,
+                Some(Ready::Frame(frame)) => frame.message(&self.limits),
+                Some(Ready::Chunk(_, pieces)) => Chunk::decode_pieces(&pieces).map(Message::Chunk),
             };
-            if frame.is_skippable() {
-                continue;
-            }
-            match frame.message(&self.limits) {
+            match decoded {
                 Ok(message) => return Ok(Some(message)),
                 Err(error) => {
                     self.poison(error.clone());
@@ -140,15 +204,16 @@ impl FrameDecoder {
         } else {
             0
         };
-        self.ready_bytes + self.header_len + current + self.payload.len()
+        self.ready_bytes + self.header_len + current + self.partial_len()
     }
 
-    /// Bytes reserved for the frame being received; at most `max_frame_len`, and
-    /// proportional to the bytes actually received for it.
+    /// Bytes reserved for the frame being received (slices kept by reference count at
+    /// their length); at most `max_frame_len`, and proportional to the bytes actually
+    /// received for it.
     ///
     /// Queued frames are not counted: they own their memory and leave with `poll_frame`.
     pub fn capacity(&self) -> usize {
-        self.payload.capacity()
+        self.pieces_len + self.payload.capacity()
     }
 
     /// Whether the decoder has stopped on an error (possibly still holding earlier frames).
@@ -158,7 +223,7 @@ impl FrameDecoder {
 
     /// Payload bytes of the frame being received, for the invariant checks in `fuzzing`.
     pub(crate) fn partial_len(&self) -> usize {
-        self.payload.len()
+        self.pieces_len + self.payload.len()
     }
 
     fn poison(&mut self, error: DecodeError) {
@@ -166,6 +231,8 @@ impl FrameDecoder {
         self.ready_bytes = 0;
         self.current = None;
         self.header_len = 0;
+        self.pieces = Vec::new();
+        self.pieces_len = 0;
         self.payload = BytesMut::new();
         self.error = Some(error);
     }
@@ -191,39 +258,89 @@ impl FrameDecoder {
                 continue;
             };
             let frame_len = header.len as usize;
-            let take = (frame_len - self.payload.len()).min(rest.len());
-            if let (Some(owner), true) = (owner, self.payload.is_empty() && take == frame_len) {
-                self.emit(header, owner.slice(pos..pos + take));
-            } else {
-                self.grow(take, frame_len);
-                self.payload.extend_from_slice(&rest[..take]);
-                if self.payload.len() == frame_len {
-                    let payload = std::mem::take(&mut self.payload).freeze();
-                    self.emit(header, payload);
+            let take = (frame_len - self.partial_len()).min(rest.len());
+            match owner {
+                Some(owner) if take == frame_len => {
+                    self.emit(header, owner.slice(pos..pos + take));
+                    pos += take;
+                    continue;
+                }
+                Some(owner) if header.kind == Kind::CHUNK && self.may_keep(take) => {
+                    self.seal_copied();
+                    self.pieces_len += take;
+                    self.pieces.push(owner.slice(pos..pos + take));
+                }
+                _ => {
+                    self.grow(take, frame_len - self.pieces_len);
+                    self.payload.extend_from_slice(&rest[..take]);
                 }
             }
             pos += take;
+            if self.partial_len() == frame_len {
+                self.finish(header);
+            }
         }
+    }
+
+    /// Whether a slice of `take` bytes of a chunk frame may be kept by reference: long
+    /// enough, and room for it, for sealing the copied bytes before it, and for the copied
+    /// bytes that may follow (so a payload is at most `max_pieces` pieces).
+    fn may_keep(&self, take: usize) -> bool {
+        let slots = 1 + usize::from(!self.payload.is_empty());
+        take >= self.min_piece && self.pieces.len() + slots < self.max_pieces
+    }
+
+    /// The bytes copied so far become a piece of their own, so that a slice kept by
+    /// reference can follow them in order. Re-allocated to their length if the buffer
+    /// had grown past it, so that [`capacity`](Self::capacity) stays exact.
+    fn seal_copied(&mut self) {
+        if !self.payload.is_empty() {
+            let copied = match self.payload.capacity() > self.payload.len() {
+                true => Bytes::copy_from_slice(&self.payload),
+                false => self.payload.split().freeze(),
+            };
+            self.payload = BytesMut::new();
+            self.pieces_len += copied.len();
+            self.pieces.push(copied);
+        }
+    }
+
+    /// `current`'s payload is complete: queue it, joined only if it was copied whole.
+    fn finish(&mut self, header: FrameHeader) {
+        if self.pieces.is_empty() {
+            let payload = std::mem::take(&mut self.payload).freeze();
+            return self.emit(header, payload);
+        }
+        self.seal_copied();
+        let pieces = Pieces::from_parts(std::mem::take(&mut self.pieces));
+        self.pieces_len = 0;
+        self.current = None;
+        self.ready_bytes += HEADER_LEN + pieces.len();
+        self.ready.push_back(Ready::Chunk(header, pieces));
     }
 
     fn emit(&mut self, header: FrameHeader, payload: Bytes) {
         self.current = None;
         self.ready_bytes += HEADER_LEN + payload.len();
-        self.ready.push_back(Frame { header, payload });
+        self.ready
+            .push_back(Ready::Frame(Frame { header, payload }));
     }
 
-    /// Makes room for `additional` more payload bytes, doubling but never past `frame_len`
-    /// (which `FrameHeader::parse` checked against the limit). Grows by hand because
-    /// `BytesMut::reserve` may round past the cap.
-    fn grow(&mut self, additional: usize, frame_len: usize) {
+    /// Makes room for `additional` more copied bytes, doubling but never past `cap` (what
+    /// is left of a frame whose length `FrameHeader::parse` checked against the limit).
+    /// Grows by hand because `BytesMut::reserve` may round past the cap.
+    fn grow(&mut self, additional: usize, cap: usize) {
         let needed = self.payload.len() + additional;
         if needed <= self.payload.capacity() {
             return;
         }
+        // No minimum after kept slices: the copied bytes then stay within twice their
+        // length, and the whole partial frame within twice what was received.
+        let floor = if self.pieces.is_empty() { MIN_ALLOC } else { 0 };
         let target = needed
             .max(self.payload.capacity().saturating_mul(2))
-            .max(MIN_ALLOC)
-            .min(frame_len);
+            .max(floor)
+            .min(cap);
         let mut grown = BytesMut::with_capacity(target);
         grown.extend_from_slice(&self.payload);
         self.payload = grown;
@@ -371,6 +488,67 @@ mod tests {
         decoder.push_bytes(frame.clone());
         let got = decoder.poll_frame().unwrap().unwrap();
         assert_eq!(got.payload.as_ptr(), frame[HEADER_LEN..].as_ptr());
+    }
+
+    /// A 256 KiB chunk frame pushed in slices of `slice` bytes, decoded; with the slices.
+    fn chunk_in_slices(slice: usize) -> (Message, Vec<Bytes>, FrameDecoder) {
+        let payload: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+        let message = Message::Chunk(crate::codec::Chunk {
+            header: crate::codec::ChunkHeader {
+                epoch: 1,
+                comm: 2,
+                seq: 3,
+                algorithm: crate::codec::Algorithm::Ring,
+                step: 4,
+                offset: 5,
+            },
+            fingerprint: None,
+            payload: payload.into(),
+        });
+        let frame = message.to_frame();
+        let slices: Vec<Bytes> = (0..frame.len())
+            .step_by(slice)
+            .map(|at| frame.slice(at..(at + slice).min(frame.len())))
+            .collect();
+        let mut decoder = FrameDecoder::new(Limits::default());
+        for s in &slices {
+            decoder.push_bytes(s.clone());
+            assert!(decoder.capacity() <= capacity_bound(decoder.partial_len()));
+        }
+        (message, slices, decoder)
+    }
+
+    #[test]
+    fn a_chunk_payload_stays_in_the_slices_it_came_in() {
+        let (message, slices, mut decoder) = chunk_in_slices(65_000);
+        let Some(Message::Chunk(got)) = decoder.poll_message().unwrap() else {
+            panic!("a chunk was pushed");
+        };
+        assert_eq!(Message::Chunk(got.clone()), message);
+        // Five slices: the first holds the fields, the rest are the pushed memory itself.
+        assert_eq!(got.payload.parts().len(), 5);
+        for (part, slice) in got.payload.parts()[1..].iter().zip(&slices[1..]) {
+            assert_eq!(
+                part.as_ptr(),
+                slice.as_ptr(),
+                "kept by reference, not copied"
+            );
+        }
+        assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn a_chunk_in_many_small_slices_keeps_at_most_max_pieces() {
+        let (message, _, mut decoder) = chunk_in_slices(4096);
+        let got = decoder.poll_message().unwrap().unwrap();
+        assert_eq!(got, message);
+        let Message::Chunk(chunk) = got else {
+            unreachable!()
+        };
+        // 15 slices kept by reference, the rest of the frame copied into a 16th piece.
+        assert_eq!(chunk.payload.parts().len(), MAX_PIECES);
+        let (message, _, mut decoder) = chunk_in_slices(MIN_PIECE - 1);
+        assert_eq!(decoder.poll_message().unwrap().unwrap(), message);
     }
 
     /// A header with valid magic and version around random bytes: the kind is known or

@@ -42,10 +42,11 @@ pub fn check_message(kind: u8, data: &[u8]) {
 }
 
 /// Frames `data` whole and in pieces (split at positions derived from `data`, through
-/// both `push` and `push_bytes`), and checks that every way yields the same frames and
-/// the same final error; that every frame re-encodes to the bytes it came from; that the
-/// decoder's reserved capacity stays within its bound; and that every frame that decodes
-/// as a message round-trips.
+/// both `push` and `push_bytes`), and checks that every way yields the same frames, the
+/// same messages (chunk payloads kept as the pushed slices included) and the same final
+/// error; that every frame re-encodes to the bytes it came from; that the decoder's
+/// reserved capacity stays within its bound; and that every frame that decodes as a
+/// message round-trips.
 pub fn check_stream(data: &[u8]) {
     let whole = run(data, &[data.len()], false);
     let seed: Vec<usize> = data.iter().map(|&b| usize::from(b % 31) + 1).collect();
@@ -53,6 +54,11 @@ pub fn check_stream(data: &[u8]) {
     let sliced = run(data, &seed, true);
     assert_eq!(split, whole, "splitting the stream changed the frames");
     assert_eq!(sliced, whole, "push_bytes and push disagree");
+    assert_eq!(
+        messages(data, &seed),
+        messages(data, &[data.len()]),
+        "messages decoded from slices differ from the whole stream's"
+    );
     if data.len() <= 1024 {
         assert_eq!(
             run(data, &[1], false),
@@ -90,9 +96,42 @@ struct Outcome {
     leftover: usize,
 }
 
+/// A decoder that keeps chunk slices of any length, at most 4 per frame, so that short
+/// fuzz inputs reach the kept, the copied and the mixed paths.
+fn slicing_decoder() -> FrameDecoder {
+    FrameDecoder::with_piece_policy(STREAM_LIMITS, 1, 4)
+}
+
+/// Feeds `data` through `push_bytes` in pieces whose lengths cycle through `sizes`, and
+/// collects the messages (unknown ignorable kinds skipped) up to the first error.
+fn messages(data: &[u8], sizes: &[usize]) -> (Vec<Message>, Option<DecodeError>) {
+    let mut decoder = slicing_decoder();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut sizes = sizes.iter().copied().filter(|&s| s > 0).cycle();
+    while start < data.len() {
+        let end = sizes
+            .next()
+            .map_or(data.len(), |s| start.saturating_add(s).min(data.len()));
+        decoder.push_bytes(Bytes::copy_from_slice(&data[start..end]));
+        start = end;
+        loop {
+            match decoder.poll_message() {
+                Ok(Some(message)) => out.push(message),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
 /// Feeds `data` in pieces whose lengths cycle through `sizes`, polling after each push.
 fn run(data: &[u8], sizes: &[usize], zero_copy: bool) -> Outcome {
-    let mut decoder = FrameDecoder::new(STREAM_LIMITS);
+    let mut decoder = match zero_copy {
+        true => slicing_decoder(),
+        false => FrameDecoder::new(STREAM_LIMITS),
+    };
     let mut frames = Vec::new();
     let mut error = None;
     let mut start = 0;
@@ -153,7 +192,7 @@ fn check_round_trip(message: &Message, limits: &Limits) -> Bytes {
 
     let mut prefixed = BytesMut::new();
     let bulk = message.encode_prefix(&mut prefixed);
-    prefixed.extend_from_slice(&bulk);
+    prefixed.extend_from_slice(&bulk.to_bytes());
     assert_eq!(prefixed, frame, "encode_prefix + bulk differs from encode");
 
     let mut decoder = FrameDecoder::new(*limits);

@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::wire::Reader;
 use super::{
     CheckpointAgreed, CheckpointRequest, Chunk, DecodeError, Flags, FrameHeader, Heartbeat, Hello,
-    JoinRejected, Kind, Leave, Limits, RecoveryAgreed, RecoveryVote, Relay, RpcRequest,
+    JoinRejected, Kind, Leave, Limits, Pieces, RecoveryAgreed, RecoveryVote, Relay, RpcRequest,
     RpcResponse, Tagged, Welcome, HEADER_LEN,
 };
 
@@ -18,9 +18,9 @@ pub(crate) trait Body {
     /// Writes the payload, except the bytes of [`Body::bulk`] (whose length prefix *is*
     /// written): the bulk field is always last so a driver can send it without copying.
     fn encode_fields(&self, out: &mut BytesMut);
-    /// The trailing large byte field, if the message has one.
-    fn bulk(&self) -> Option<&Bytes> {
-        None
+    /// The trailing large byte field's bytes, in pieces (none if the message has none).
+    fn bulk(&self) -> &[Bytes] {
+        &[]
     }
 }
 
@@ -119,11 +119,13 @@ impl Message {
         let body = self.body();
         out.reserve(HEADER_LEN + body.body_len());
         let bulk = self.encode_prefix(out);
-        out.put_slice(&bulk);
+        for piece in bulk.parts() {
+            out.put_slice(piece);
+        }
     }
 
-    /// Writes the frame except the trailing bulk bytes, and returns those bytes (a cheap
-    /// reference-counted clone; empty for messages without a bulk field).
+    /// Writes the frame except the trailing bulk bytes, and returns those bytes (cheap
+    /// reference-counted clones; empty for messages without a bulk field).
     ///
     /// Writing `out` and then the returned bytes produces exactly [`Message::encode`]'s
     /// output, so a driver can hand large chunk payloads to the transport without copying
@@ -131,7 +133,7 @@ impl Message {
     ///
     /// # Panics
     /// As [`Message::encode`].
-    pub fn encode_prefix(&self, out: &mut BytesMut) -> Bytes {
+    pub fn encode_prefix(&self, out: &mut BytesMut) -> Pieces {
         let body = self.body();
         let body_len = body.body_len();
         let Ok(len) = u32::try_from(body_len) else {
@@ -140,7 +142,7 @@ impl Message {
                 self.kind()
             );
         };
-        let bulk = body.bulk().cloned().unwrap_or_default();
+        let bulk = Pieces::from_parts(body.bulk().iter().cloned());
         out.reserve(HEADER_LEN + body_len - bulk.len());
         FrameHeader {
             kind: self.kind(),
@@ -259,7 +261,7 @@ mod tests {
 
             let mut prefix = BytesMut::new();
             let bulk = message.encode_prefix(&mut prefix);
-            prefix.extend_from_slice(&bulk);
+            prefix.extend_from_slice(&bulk.to_bytes());
             prop_assert_eq!(prefix.freeze(), frame.clone());
 
             fuzzing::check_message(message.kind().0, &frame[HEADER_LEN..]);

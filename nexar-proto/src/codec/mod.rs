@@ -12,8 +12,9 @@
 //! - a stream error is final ([`FrameDecoder`] poisons itself): the connection is closed;
 //! - unknown kinds are errors unless the sender set [`Flags::IGNORABLE`]; bytes after a
 //!   message's known fields are ignored, so later versions can append fields;
-//! - large byte fields are zero-copy [`bytes::Bytes`] slices on decode, and
-//!   [`Message::encode_prefix`] lets a driver send them without copying on encode.
+//! - large byte fields are zero-copy [`bytes::Bytes`] slices on decode (a chunk's payload
+//!   stays in the [`Pieces`] it arrived in), and [`Message::encode_prefix`] lets a driver
+//!   send them without copying on encode.
 //!
 //! The codec checks syntax and limits only; whether a rank is in range or an epoch is
 //! current is the membership and collective layers' business.
@@ -32,6 +33,7 @@ mod limits;
 mod membership;
 mod message;
 mod p2p;
+mod pieces;
 mod snapshot;
 #[cfg(test)]
 mod strategies;
@@ -50,5 +52,6 @@ pub use membership::{
 };
 pub use message::{Frame, Message};
 pub use p2p::{Relay, RpcRequest, RpcResponse, RpcStatus, Tagged};
+pub use pieces::Pieces;
 pub use snapshot::{SeedSnapshot, SnapshotError, SnapshotMember};
 pub use vocab::{Algorithm, CollectiveKind, DType, ReduceOp};

@@ -31,8 +31,8 @@ impl Body for Tagged {
         wire::put_len(out, self.payload.len());
     }
 
-    fn bulk(&self) -> Option<&Bytes> {
-        Some(&self.payload)
+    fn bulk(&self) -> &[Bytes] {
+        std::slice::from_ref(&self.payload)
     }
 }
 
@@ -71,8 +71,8 @@ impl Body for RpcRequest {
         wire::put_len(out, self.payload.len());
     }
 
-    fn bulk(&self) -> Option<&Bytes> {
-        Some(&self.payload)
+    fn bulk(&self) -> &[Bytes] {
+        std::slice::from_ref(&self.payload)
     }
 }
 
@@ -129,8 +129,8 @@ impl Body for RpcResponse {
         wire::put_len(out, self.payload.len());
     }
 
-    fn bulk(&self) -> Option<&Bytes> {
-        Some(&self.payload)
+    fn bulk(&self) -> &[Bytes] {
+        std::slice::from_ref(&self.payload)
     }
 }
 
@@ -169,8 +169,8 @@ impl Body for Relay {
         wire::put_len(out, self.inner.len());
     }
 
-    fn bulk(&self) -> Option<&Bytes> {
-        Some(&self.inner)
+    fn bulk(&self) -> &[Bytes] {
+        std::slice::from_ref(&self.inner)
     }
 }
 
@@ -203,11 +203,11 @@ mod tests {
         let bulk = message.encode_prefix(&mut prefix);
         assert_eq!(prefix.len(), HEADER_LEN + 8 + 4 + 4);
         assert_eq!(
-            bulk.as_ptr(),
+            bulk.parts()[0].as_ptr(),
             payload.as_ptr(),
             "the bulk is the caller's buffer, not a copy"
         );
-        prefix.extend_from_slice(&bulk);
+        prefix.extend_from_slice(&bulk.to_bytes());
         assert_eq!(prefix.freeze(), message.to_frame());
     }
 

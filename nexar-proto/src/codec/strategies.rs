@@ -191,7 +191,7 @@ fn chunk() -> impl Strategy<Value = Message> {
             Message::Chunk(Chunk {
                 header,
                 fingerprint,
-                payload,
+                payload: payload.into(),
             })
         },
     )

@@ -10,7 +10,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 use half::{bf16, f16};
 
-use crate::codec::{DType, ReduceOp};
+use crate::codec::{DType, Pieces, ReduceOp};
 
 mod sealed {
     pub trait Sealed {}
@@ -393,6 +393,35 @@ impl Buffer {
         with_vec!(self, v => app(v, start, bytes, op))
     }
 
+    /// [`apply_le`](Self::apply_le) over a payload in pieces, in order. An element split
+    /// between two pieces is joined in a small buffer first. The caller checked that the
+    /// pieces hold a whole number of elements that fits.
+    pub fn apply_pieces(&mut self, start: usize, payload: &Pieces, op: Option<ReduceOp>) {
+        let elem = self.dtype().size();
+        let mut at = start;
+        let mut split = [0u8; 16];
+        let mut split_len = 0;
+        for piece in payload.parts() {
+            let mut bytes = &piece[..];
+            if split_len > 0 {
+                let take = (elem - split_len).min(bytes.len());
+                split[split_len..split_len + take].copy_from_slice(&bytes[..take]);
+                split_len += take;
+                bytes = &bytes[take..];
+                if split_len < elem {
+                    continue;
+                }
+                self.apply_le(at, &split[..elem], op);
+                at += 1;
+            }
+            let whole = bytes.len() / elem * elem;
+            self.apply_le(at, &bytes[..whole], op);
+            at += whole / elem;
+            split_len = bytes.len() - whole;
+            split[..split_len].copy_from_slice(&bytes[whole..]);
+        }
+    }
+
     /// Copy or reduce `src` into the range starting at `dst` (non-overlapping).
     pub fn local(&mut self, src: Range<usize>, dst: usize, op: Option<ReduceOp>) {
         fn loc<T: Element>(v: &mut [T], src: Range<usize>, dst: usize, op: Option<ReduceOp>) {
@@ -532,6 +561,33 @@ pub fn reduce_le<T: Element>(dst: &mut [T], src: &[u8], op: ReduceOp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_that_split_elements_apply_like_the_joined_bytes() {
+        let values: Vec<f64> = (0..64).map(|i| i as f64 * 1.5 - 7.0).collect();
+        let joined = Buffer::from_vec(values.clone()).encode_range(0..64);
+        // Cuts inside elements, on their edges, and empty pieces.
+        for cuts in [
+            vec![3, 3, 17, 64, 65, 200],
+            vec![1, 2, 5, 8, 13, 511],
+            vec![],
+        ] {
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([joined.len()]) {
+                parts.push(joined.slice(at..c));
+                at = c;
+            }
+            let pieces = Pieces::from_parts(parts);
+            for op in [None, Some(ReduceOp::Sum)] {
+                let mut a = Buffer::from_vec(vec![1f64; 70]);
+                let mut b = Buffer::from_vec(vec![1f64; 70]);
+                a.apply_le(3, &joined, op);
+                b.apply_pieces(3, &pieces, op);
+                assert_eq!(a.into_vec::<f64>().unwrap(), b.into_vec::<f64>().unwrap());
+            }
+        }
+    }
 
     #[test]
     fn encode_apply_round_trip_every_dtype() {

@@ -122,8 +122,8 @@ fn collect(
         match o {
             ExecOutput::Send { to, frame, bulk } => {
                 wire.push_back((rank, to, frame));
-                if !bulk.is_empty() {
-                    wire.push_back((rank, to, bulk));
+                for piece in bulk.parts() {
+                    wire.push_back((rank, to, piece.clone()));
                 }
             }
             ExecOutput::Completed { outcome, .. } => match outcome {

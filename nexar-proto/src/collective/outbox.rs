@@ -13,11 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 
-use bytes::Bytes;
-
 use super::buffer::Buffer;
 use super::running::OutChunk;
-use crate::codec::{ChunkHeader, Fingerprint};
+use crate::codec::{ChunkHeader, Fingerprint, Pieces};
 
 /// A send of the current step: destination, header fields, element range.
 #[derive(Debug, Clone)]
@@ -33,7 +31,7 @@ pub(crate) struct Deferred {
 struct Received {
     end: usize,
     step: u32,
-    payload: Bytes,
+    payload: Pieces,
 }
 
 #[derive(Debug, Default)]
@@ -102,7 +100,7 @@ impl Outbox {
             to: d.to,
             header: d.header,
             fingerprint: d.fingerprint,
-            payload: payload.unwrap_or_else(|| buf.encode_range(d.range)),
+            payload: payload.unwrap_or_else(|| buf.encode_range(d.range).into()),
         }
     }
 
@@ -120,7 +118,7 @@ impl Outbox {
     }
 
     /// `payload` was copied into `range` in `step`; a later step may send it on.
-    pub(crate) fn copied(&mut self, range: Range<usize>, step: u32, payload: Bytes) {
+    pub(crate) fn copied(&mut self, range: Range<usize>, step: u32, payload: Pieces) {
         self.written(&range);
         if !range.is_empty() {
             let end = range.end;
@@ -161,8 +159,9 @@ mod tests {
         }
     }
 
-    fn le(values: &[f32]) -> Bytes {
-        values.iter().flat_map(|x| x.to_le_bytes()).collect()
+    fn le(values: &[f32]) -> Pieces {
+        let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        bytes.into()
     }
 
     #[test]
@@ -173,8 +172,8 @@ mod tests {
         o.copied(2..4, 0, payload.clone());
         let c = o.encode(&buf, 4, send(2..4));
         assert_eq!(
-            c.payload.as_ptr(),
-            payload.as_ptr(),
+            c.payload.parts()[0].as_ptr(),
+            payload.parts()[0].as_ptr(),
             "the same bytes, not a copy"
         );
         assert!(o.received.is_empty(), "forwarded once, then let go");
@@ -185,7 +184,7 @@ mod tests {
         // Written over (a reduction into part of it): the buffer is the truth.
         o.written(&(3..4));
         let c = o.encode(&buf, 4, send(2..4));
-        assert_ne!(c.payload.as_ptr(), payload.as_ptr());
+        assert_ne!(c.payload.parts()[0].as_ptr(), payload.parts()[0].as_ptr());
         assert_eq!(c.payload, le(&[3.0, 4.0]));
     }
 

@@ -10,13 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 
-use bytes::Bytes;
-
 use super::buffer::Buffer;
 use super::outbox::{overlaps, Deferred, Outbox};
 use super::plan::{Layout, Plan};
 use super::spec::CollectiveSpec;
-use crate::codec::{ChunkHeader, Fingerprint, ReduceOp};
+use crate::codec::{ChunkHeader, Fingerprint, Pieces, ReduceOp};
 
 /// A chunk with the fields the executor acts on.
 #[derive(Debug, Clone)]
@@ -25,7 +23,7 @@ pub(crate) struct InChunk {
     pub(crate) step: u32,
     pub(crate) offset: u64,
     pub(crate) fingerprint: Option<Fingerprint>,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Pieces,
 }
 
 /// A chunk to send: destination comm rank, header fields, payload.
@@ -34,7 +32,7 @@ pub(crate) struct OutChunk {
     pub(crate) to: u32,
     pub(crate) header: ChunkHeader,
     pub(crate) fingerprint: Option<Fingerprint>,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Pieces,
 }
 
 /// Why a chunk broke the plan.
@@ -331,7 +329,7 @@ impl Running {
             self.flush_deferred(out);
         }
         self.buf
-            .apply_le(range.start + done, &chunk.payload, reduce.then_some(op));
+            .apply_pieces(range.start + done, &chunk.payload, reduce.then_some(op));
         // Only a later step can send a copied block on; the last step's are let go.
         let last = self.step + 1 >= self.plan.steps.len();
         match reduce || last {
@@ -472,7 +470,7 @@ mod tests {
             step,
             offset,
             fingerprint: fp,
-            payload: Bytes::from(vec![0u8; len * 4]),
+            payload: vec![0u8; len * 4].into(),
         }
     }
 
@@ -547,8 +545,9 @@ mod tests {
         running(Algorithm::RecursiveDoubling, vec![step], values)
     }
 
-    fn floats(b: &Bytes) -> Vec<f32> {
-        b.chunks_exact(4)
+    fn floats(b: &Pieces) -> Vec<f32> {
+        b.to_vec()
+            .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
     }
@@ -589,7 +588,7 @@ mod tests {
         // must carry our data as it was before the reduction, not the sum.
         let payload: Vec<u8> = [10f32, 20.0].iter().flat_map(|x| x.to_le_bytes()).collect();
         let first = InChunk {
-            payload: Bytes::from(payload),
+            payload: payload.into(),
             ..chunk(0, 0, 2, fp)
         };
         assert!(r.on_chunk(first, &mut out).is_ok());

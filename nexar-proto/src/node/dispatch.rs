@@ -375,8 +375,10 @@ impl Node {
                         // Unbounded for collectives (see Peer::send); a closing
                         // connection reports its loss, which fails the operation.
                         let _ = self.transport.send(conn, StreamClass::Collective, frame);
-                        if !bulk.is_empty() {
-                            let _ = self.transport.send(conn, StreamClass::Collective, bulk);
+                        for piece in bulk.parts() {
+                            let _ =
+                                self.transport
+                                    .send(conn, StreamClass::Collective, piece.clone());
                         }
                     }
                 }

@@ -1,10 +1,8 @@
 //! Mismatch handling: comparing fingerprints and spreading aborts (see the module docs
 //! of `exec` for the protocol).
 
-use bytes::Bytes;
-
 use super::{CommId, ExecOutput, Executor, ABORT_STEP};
-use crate::codec::{Chunk, ChunkHeader, Fingerprint, Message};
+use crate::codec::{Chunk, ChunkHeader, Fingerprint, Message, Pieces};
 use crate::error::OpError;
 
 impl Executor {
@@ -62,12 +60,12 @@ impl Executor {
                     offset: 0,
                 },
                 fingerprint: Some(fp),
-                payload: Bytes::new(),
+                payload: Pieces::default(),
             };
             out.push(ExecOutput::Send {
                 to,
                 frame: Message::Chunk(chunk).to_frame(),
-                bulk: Bytes::new(),
+                bulk: Pieces::default(),
             });
         }
     }

@@ -25,7 +25,7 @@ use super::flight::{FlightEntry, FlightRecorder, FlightState};
 use super::running::{InChunk, OutChunk, Running, Violation};
 use super::select::{select, CollectiveConfig};
 use super::spec::{layout_for, plan, CollectiveSpec};
-use crate::codec::{Chunk, CollectiveKind, Fingerprint, Message, ReduceOp};
+use crate::codec::{Chunk, CollectiveKind, Fingerprint, Message, Pieces, ReduceOp};
 use crate::error::{CommandError, OpError};
 use crate::event::{OpId, Outcome};
 use validate::validate;
@@ -39,7 +39,7 @@ pub(crate) enum ExecOutput {
     /// Send a collective frame to a world rank: `frame` (header and fields), then `bulk`
     /// (the chunk's payload, possibly empty) on the same stream. Kept apart so the payload
     /// reaches QUIC's send buffer without being copied into the frame.
-    Send { to: u32, frame: Bytes, bulk: Bytes },
+    Send { to: u32, frame: Bytes, bulk: Pieces },
     /// An operation finished.
     Completed {
         op: OpId,
@@ -586,7 +586,7 @@ fn world_rank(comms: &BTreeMap<CommId, Communicator>, comm: u64, comm_rank: u32)
 }
 
 /// The chunk's frame without its payload, and the payload (see `ExecOutput::Send`).
-fn frame(s: OutChunk) -> (Bytes, Bytes) {
+fn frame(s: OutChunk) -> (Bytes, Pieces) {
     let mut head = bytes::BytesMut::new();
     let bulk = Message::Chunk(Chunk {
         header: s.header,
