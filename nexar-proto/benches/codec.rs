@@ -3,7 +3,9 @@
 //! Three frame shapes a cluster sends most: a heartbeat (control, tiny), a collective
 //! chunk with an 8-byte payload (latency-bound collectives) and one with a 256 KiB payload
 //! (the executor's default segment). Decoding goes through [`FrameDecoder`] as a stream
-//! does: a buffer of many back-to-back frames pushed at once, then every message polled.
+//! does: a buffer of many back-to-back frames pushed at once, then every message polled
+//! (`stream`), or pushed in the 65 000-byte slices QUIC hands over on loopback, polling
+//! after each (`slices`: frames cross slice boundaries, as received chunks do).
 //! The throughput is in frames (`elem/s`); for the 256 KiB chunk also read it as bytes.
 //!
 //! `cargo bench -p nexar-proto --bench codec`
@@ -19,6 +21,9 @@ use nexar_proto::codec::{
 
 /// Frames per iteration: enough that per-iteration overhead vanishes.
 const BATCH: usize = 256;
+
+/// Stream data per QUIC read on loopback (one datagram's STREAM frame, 64 KiB packets).
+const SLICE: usize = 65_000;
 
 fn chunk(payload: usize) -> Message {
     Message::Chunk(Chunk {
@@ -98,6 +103,24 @@ fn decode(c: &mut Criterion) {
                 while let Some(m) = d.poll_message().expect("valid frames") {
                     black_box(m);
                     n += 1;
+                }
+                assert_eq!(n, BATCH);
+            })
+        });
+        let slices: Vec<_> = (0..stream.len())
+            .step_by(SLICE)
+            .map(|at| stream.slice(at..(at + SLICE).min(stream.len())))
+            .collect();
+        g.bench_with_input(BenchmarkId::new("slices", name), &slices, |b, slices| {
+            b.iter(|| {
+                let mut d = FrameDecoder::new(Limits::DEFAULT);
+                let mut n = 0;
+                for s in slices {
+                    d.push_bytes(s.clone());
+                    while let Some(m) = d.poll_message().expect("valid frames") {
+                        black_box(m);
+                        n += 1;
+                    }
                 }
                 assert_eq!(n, BATCH);
             })
