@@ -9,9 +9,12 @@
 //! as they arrive. Which request waits for which event, and when to stop, is decided in
 //! `api/`; protocol decisions are the core's.
 //!
-//! Two things differ because async-io is not tokio: the timer is re-armed only to fire
-//! earlier (each insertion wakes async-io's reactor), and the socket remembers a
-//! `WouldBlock` so that a wait costs no failing `recvmmsg` (tokio caches readiness itself).
+//! Three things differ because async-io is not tokio: the timer is re-armed only to fire
+//! earlier (each insertion wakes async-io's reactor); the socket remembers a `WouldBlock`
+//! so that a wait costs no failing `recvmmsg` (tokio caches readiness itself); and an empty
+//! socket is looked at again a few times, yielding to the executor in between, before the
+//! driver waits for async-io's readiness report ([`LOOKS`]), which costs several system
+//! calls and a thread wake-up each time where tokio's costs none.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -66,6 +69,8 @@ async fn run(socket: Async<UdpSocket>, udp: Udp, mut host: NodeHost, mut inbox: 
         io: socket,
         udp,
         readable: true,
+        looks: LOOKS,
+        yielded: false,
     };
     let mut inbox_open = true;
     host.set_max_datagrams(socket.udp.max_datagrams());
@@ -127,7 +132,11 @@ async fn run(socket: Async<UdpSocket>, udp: Udp, mut host: NodeHost, mut inbox: 
         match input {
             Input::Readable(Ok(())) => socket.read_burst(&mut host),
             Input::Readable(Err(e)) => tracing::debug!(error = %e, "readable"),
-            Input::Request(Some(request)) => host.handle_request(Instant::now(), request),
+            Input::Request(Some(request)) => {
+                // A request usually starts an exchange whose answer comes soon.
+                socket.looks = LOOKS;
+                host.handle_request(Instant::now(), request)
+            }
             Input::Request(None) => {
                 inbox_open = false;
                 host.close_inbox(Instant::now());
@@ -140,6 +149,13 @@ async fn run(socket: Async<UdpSocket>, udp: Udp, mut host: NodeHost, mut inbox: 
     }
 }
 
+/// Reads tried between yields to the executor, once the socket was found empty, before
+/// waiting for async-io's readiness report. That report costs an `epoll_ctl` to re-arm
+/// the socket, the reactor thread's `epoll_wait`, and a futex to wake the executor thread
+/// that runs us: several system calls where a failing `recvmmsg` is one, and a peer's
+/// answer in a collective usually arrives within a few of our yields.
+const LOOKS: u32 = 8;
+
 /// The UDP socket, quinn-udp's state for it, and what the last read said about it.
 struct Socket {
     io: Async<UdpSocket>,
@@ -147,17 +163,35 @@ struct Socket {
     /// Whether a read may find a datagram: false once a read saw `WouldBlock`, until the
     /// reactor reports the socket readable (saves a failing `recvmmsg` per wait).
     readable: bool,
+    /// Reads left to try before waiting on the reactor (see [`LOOKS`]); refilled whenever
+    /// a read finds datagrams or a request comes in.
+    looks: u32,
+    /// Whether the last poll yielded to the executor for a look.
+    yielded: bool,
 }
 
 impl Socket {
     /// Ready at once while `readable`, so a queue that is already full costs no trip
-    /// through the reactor; else registers interest (level-triggered, so a datagram that
-    /// came in since the failed read is reported at once; the read tells if it is stale).
+    /// through the reactor. Else, while looks are left, yields once (other tasks run) and
+    /// then reports ready for one more read; after that registers interest
+    /// (level-triggered, so a datagram that came in since the failed read is reported at
+    /// once; the read tells if it is stale).
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.readable {
-            std::task::ready!(self.io.poll_readable(cx))?;
-            self.readable = true;
+        if self.readable {
+            return Poll::Ready(Ok(()));
         }
+        if self.looks > 0 {
+            if self.yielded {
+                self.yielded = false;
+                self.looks -= 1;
+                return Poll::Ready(Ok(()));
+            }
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        std::task::ready!(self.io.poll_readable(cx))?;
+        self.readable = true;
         Poll::Ready(Ok(()))
     }
 
@@ -170,9 +204,10 @@ impl Socket {
     fn read_burst(&mut self, host: &mut NodeHost) {
         for _ in 0..RECV_BURST {
             match self.udp.recv(self.io.get_ref().into(), host) {
-                Ok(true) => {}
+                Ok(true) => self.looks = LOOKS,
                 // A short read drained the queue; the reactor reports what comes next.
                 Ok(false) => {
+                    self.looks = LOOKS;
                     self.readable = false;
                     return;
                 }
