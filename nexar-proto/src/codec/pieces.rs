@@ -19,16 +19,38 @@ use bytes::{Bytes, BytesMut};
 #[derive(Clone, Default)]
 pub struct Pieces {
     /// Never holds an empty slice.
-    parts: Vec<Bytes>,
+    parts: Parts,
     len: usize,
+}
+
+/// One slice inline: most payloads (every one sent, and those received within a single
+/// QUIC read) are one slice, and a vector would cost an allocation per chunk.
+#[derive(Clone)]
+enum Parts {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts::Many(Vec::new())
+    }
 }
 
 impl Pieces {
     /// The pieces of `parts`, in order (empty ones are dropped).
     pub fn from_parts(parts: impl IntoIterator<Item = Bytes>) -> Self {
-        let parts: Vec<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
-        let len = parts.iter().map(Bytes::len).sum();
-        Pieces { parts, len }
+        let mut parts = parts.into_iter().filter(|p| !p.is_empty());
+        let Some(first) = parts.next() else {
+            return Pieces::default();
+        };
+        let parts = match parts.next() {
+            None => Parts::One(first),
+            Some(second) => Parts::Many([first, second].into_iter().chain(parts).collect()),
+        };
+        let mut pieces = Pieces { parts, len: 0 };
+        pieces.len = pieces.parts().iter().map(Bytes::len).sum();
+        pieces
     }
 
     /// Total length in bytes.
@@ -43,12 +65,15 @@ impl Pieces {
 
     /// The slices, in order; none is empty.
     pub fn parts(&self) -> &[Bytes] {
-        &self.parts
+        match &self.parts {
+            Parts::One(one) => std::slice::from_ref(one),
+            Parts::Many(many) => many,
+        }
     }
 
     /// The bytes as one slice: free when there is one piece, a copy otherwise.
     pub fn to_bytes(&self) -> Bytes {
-        match self.parts.as_slice() {
+        match self.parts() {
             [] => Bytes::new(),
             [one] => one.clone(),
             parts => {
@@ -71,31 +96,21 @@ impl Pieces {
             "range {range:?} out of bounds of {} bytes",
             self.len
         );
-        let mut parts = Vec::new();
         let mut at = 0;
-        for p in &self.parts {
+        let parts = self.parts().iter().filter_map(|p| {
             let (start, end) = (at, at + p.len());
             at = end;
-            if end <= range.start {
-                continue;
-            }
-            if start >= range.end {
-                break;
-            }
-            let lo = range.start.max(start) - start;
-            let hi = range.end.min(end) - start;
-            parts.push(p.slice(lo..hi));
-        }
-        Pieces {
-            parts,
-            len: range.len(),
-        }
+            let lo = range.start.clamp(start, end) - start;
+            let hi = range.end.clamp(start, end) - start;
+            (lo < hi).then(|| p.slice(lo..hi))
+        });
+        Pieces::from_parts(parts)
     }
 
     /// A copy of the first `n` bytes (at most the length), joined.
     pub fn copy_prefix(&self, n: usize) -> Bytes {
         let mut out = BytesMut::with_capacity(n.min(self.len));
-        for p in &self.parts {
+        for p in self.parts() {
             let take = (n - out.len()).min(p.len());
             out.extend_from_slice(&p[..take]);
             if out.len() == n {
@@ -135,7 +150,7 @@ impl PartialEq for Pieces {
             return false;
         }
         // Walk both splits at once, comparing the longest runs both have contiguous.
-        let (mut a, mut b) = (self.parts.iter(), other.parts.iter());
+        let (mut a, mut b) = (self.parts().iter(), other.parts().iter());
         let (mut x, mut y): (&[u8], &[u8]) = (&[], &[]);
         loop {
             if x.is_empty() {
@@ -163,7 +178,7 @@ impl Eq for Pieces {}
 
 impl fmt::Debug for Pieces {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pieces({} bytes in {})", self.len, self.parts.len())
+        write!(f, "Pieces({} bytes in {})", self.len, self.parts().len())
     }
 }
 
