@@ -138,12 +138,6 @@ impl From<Vec<u8>> for Pieces {
     }
 }
 
-impl From<&'static [u8]> for Pieces {
-    fn from(bytes: &'static [u8]) -> Self {
-        Pieces::from(Bytes::from_static(bytes))
-    }
-}
-
 impl PartialEq for Pieces {
     fn eq(&self, other: &Self) -> bool {
         if self.len != other.len {
