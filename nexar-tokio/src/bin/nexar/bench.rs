@@ -288,6 +288,13 @@ async fn sweep<T: BenchElem, C: Rank>(
         for run in 0..warmup + iters {
             let last = run + 1 == warmup + iters;
             let (dt, result) = once(c, a, count, base.as_ref(), last).await?;
+            if base.is_none() {
+                // A rank that finished first would otherwise build its next inputs (tens of
+                // milliseconds of page faults and arithmetic at 64 MiB) on the cores the
+                // others are still finishing this run on, and the run's time (the slowest
+                // rank's) would count it. MPI's bench has no work between runs to hide.
+                c.barrier().await?;
+            }
             if run >= warmup {
                 times.push(dt.as_secs_f64() * 1e6);
             }
