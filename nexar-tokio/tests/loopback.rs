@@ -91,6 +91,27 @@ async fn big_collectives_overlap_and_length_errors() {
             let want: Vec<f32> = all.clone().flat_map(|s| input(s, len)).collect();
             check("all_gather", recv == want);
 
+            // In place: garbage outside our block is never read, and the vector we pass
+            // is the one we get back (nothing allocated per call).
+            let mut whole = vec![f32::NAN; len * n as usize];
+            whole[r as usize * len..(r as usize + 1) * len].copy_from_slice(&input(r, len));
+            let ptr = whole.as_ptr() as usize;
+            let got = c.all_gather_in_place_start(whole).await.unwrap();
+            check(
+                "all_gather_in_place",
+                got == want && got.as_ptr() as usize == ptr,
+            );
+            let d = match r {
+                2 => input(2, len),
+                _ => vec![f32::NAN; len],
+            };
+            let ptr = d.as_ptr() as usize;
+            let got = c.broadcast_start(d, 2).await.unwrap();
+            check(
+                "broadcast_start",
+                got == input(2, len) && got.as_ptr() as usize == ptr,
+            );
+
             let mut recv = vec![0.0; len];
             c.reduce_scatter(&input(r, len * n as usize), &mut recv, ReduceOp::Sum)
                 .await
@@ -160,6 +181,10 @@ async fn big_collectives_overlap_and_length_errors() {
                 ..
             }) => {}
             other => errors.push(format!("rank {r}: bad length gave {other:?}")),
+        }
+        match c.all_gather_in_place_start(vec![0u8; 5]).await {
+            Err(NexarError::Length { got: 5, .. }) => {}
+            other => errors.push(format!("rank {r}: 5 bytes in 4 blocks gave {other:?}")),
         }
         errors
     })

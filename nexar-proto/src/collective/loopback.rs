@@ -151,6 +151,7 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collective::spec::{layout, CollectiveSpec};
 
     fn allreduce(world: u32, count: usize, config: &CollectiveConfig) -> Vec<Vec<f32>> {
         // Any instant will do; the executor never compares it with the clock.
@@ -172,6 +173,123 @@ mod tests {
         .into_iter()
         .map(|b| b.into_vec::<f32>().unwrap())
         .collect()
+    }
+
+    #[test]
+    fn outputs_passed_in_place_give_what_copied_inputs_give() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        // The default thresholds, and ones that send every size down the two-phase
+        // broadcast and the ring all-gather.
+        let large = CollectiveConfig {
+            small_allgather_bytes: 0,
+            large_broadcast_bytes: 0,
+            ..CollectiveConfig::default()
+        };
+        let kinds = [
+            CollectiveKind::AllGather,
+            CollectiveKind::Gather,
+            CollectiveKind::Broadcast,
+            CollectiveKind::Scatter,
+        ];
+        for config in [CollectiveConfig::default(), large] {
+            for kind in kinds {
+                for world in [1u32, 2, 3, 4, 5, 8] {
+                    for count in [1usize, 7, 70_000] {
+                        for root in [0, world - 1] {
+                            let all = world as usize * count;
+                            let data = |r: u32, len: usize| -> Vec<f32> {
+                                (0..len)
+                                    .map(|i| (r as usize * 1000 + i % 977) as f32)
+                                    .collect()
+                            };
+                            let spec = CollectiveSpec {
+                                kind,
+                                dtype: crate::codec::DType::F32,
+                                op: ReduceOp::None,
+                                count,
+                                root,
+                            };
+                            let (copied, in_place): (Vec<_>, Vec<_>) = (0..world)
+                                .map(|r| {
+                                    let layout = layout(&spec, world, r);
+                                    let input = data(r, layout.input.len());
+                                    // Garbage wherever the output is not this rank's own part.
+                                    let whole = match layout.in_place(layout.output.len()) {
+                                        true => {
+                                            let mut w = vec![f32::NAN; layout.output.len()];
+                                            w[layout.input.clone()].copy_from_slice(&input);
+                                            w
+                                        }
+                                        false => input.clone(),
+                                    };
+                                    (Buffer::from_vec(input), Buffer::from_vec(whole))
+                                })
+                                .unzip();
+                            let run = |inputs| {
+                                run_collective(
+                                    now,
+                                    kind,
+                                    ReduceOp::None,
+                                    root,
+                                    count,
+                                    inputs,
+                                    &config,
+                                )
+                                .unwrap()
+                                .into_iter()
+                                .map(|b| b.into_vec::<f32>().unwrap())
+                                .collect::<Vec<_>>()
+                            };
+                            let (want, got) = (run(copied), run(in_place));
+                            let what = format!("{kind:?} world {world} count {count} root {root}");
+                            assert_eq!(got, want, "{what}");
+                            let expect_len = match kind {
+                                CollectiveKind::AllGather => all,
+                                CollectiveKind::Gather => all, // at the root
+                                _ => count,
+                            };
+                            let root_out = &want[root as usize];
+                            assert_eq!(root_out.len(), expect_len, "{what}");
+                            assert!(root_out.iter().all(|x| !x.is_nan()), "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_all_gather_in_place_returns_the_vector_it_was_given() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let (world, count) = (4usize, 100_000usize);
+        let inputs: Vec<Vec<f32>> = (0..world)
+            .map(|r| {
+                let mut v = vec![0.0; world * count];
+                v[r * count..(r + 1) * count].fill(r as f32 + 1.0);
+                v
+            })
+            .collect();
+        let ptrs: Vec<*const f32> = inputs.iter().map(|v| v.as_ptr()).collect();
+        let outs = run_collective(
+            now,
+            CollectiveKind::AllGather,
+            ReduceOp::None,
+            0,
+            count,
+            inputs.into_iter().map(Buffer::from_vec).collect(),
+            &CollectiveConfig::default(),
+        )
+        .unwrap();
+        for (r, out) in outs.into_iter().enumerate() {
+            let out = out.into_vec::<f32>().unwrap();
+            assert_eq!(out.as_ptr(), ptrs[r], "rank {r}: no new output allocated");
+            let want: Vec<f32> = (0..world * count)
+                .map(|i| (i / count) as f32 + 1.0)
+                .collect();
+            assert_eq!(out, want, "rank {r}");
+        }
     }
 
     #[test]

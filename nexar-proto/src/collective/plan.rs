@@ -85,3 +85,18 @@ pub struct Layout {
     /// Filled with the op's identity before the plan runs (exclusive scan's rank 0).
     pub fill_identity: Range<usize>,
 }
+
+impl Layout {
+    /// Whether an input of `len` elements is the output passed in place (MPI_IN_PLACE):
+    /// where the output is larger than the input and holds it at the same offset
+    /// (all-gather; gather at the root; broadcast and scatter away from the root), the
+    /// caller may pass an output-sized vector with its contribution already at `input`.
+    /// It then becomes the working buffer, so the output is neither allocated nor zeroed
+    /// per call; what it holds outside `input` is never read.
+    pub fn in_place(&self, len: usize) -> bool {
+        self.output.start == 0
+            && self.input.len() < self.output.len()
+            && self.input.end <= self.output.end
+            && len == self.output.len()
+    }
+}

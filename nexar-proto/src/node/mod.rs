@@ -62,7 +62,12 @@ pub enum Command {
     /// exclusive scan); each rank's block (allgather, reduce-scatter, gather, scatter,
     /// all-to-all); 0 (barrier). `input` holds what this rank contributes: `count`
     /// elements, or `size × count` for reduce-scatter and all-to-all and for the scatter
-    /// root, nothing for scatter non-roots and barrier. Every rank must issue the same
+    /// root, nothing for broadcast and scatter non-roots and barrier. Where the output is
+    /// larger (all-gather, gather at the root, broadcast and scatter away from the root),
+    /// `input` may instead be the output-sized buffer with this rank's contribution
+    /// already in its place (MPI_IN_PLACE): it is received into, and the output is
+    /// neither allocated nor zero-filled ([`Layout::in_place`](crate::collective::plan::Layout::in_place)).
+    /// Every rank must issue the same
     /// collectives in the same order on a communicator (as in MPI and NCCL); if they do
     /// not, every rank gets `OpError::Mismatch` rather than a hang.
     Collective {

@@ -109,21 +109,11 @@ impl Communicator {
     }
 
     /// Start a broadcast of `root`'s vector. Every rank passes a vector of the same length;
-    /// only the root's contents are used. Resolves to the root's data.
+    /// only the root's contents are used. Resolves to the root's data, received into the
+    /// vector each rank passed (no allocation per call away from the root either).
     pub fn broadcast_start<T: Element>(&self, data: Vec<T>, root: u32) -> PendingCollective<T> {
         let count = data.len();
-        let input = if self.rank() == root {
-            data
-        } else {
-            Vec::new()
-        };
-        self.collective(
-            CollectiveKind::Broadcast,
-            ReduceOp::None,
-            root,
-            count,
-            input,
-        )
+        self.collective(CollectiveKind::Broadcast, ReduceOp::None, root, count, data)
     }
 
     /// Start a reduce to `root`; resolves to the reduction at the root and to an empty
@@ -143,6 +133,17 @@ impl Communicator {
     pub fn all_gather_start<T: Element>(&self, data: Vec<T>) -> PendingCollective<T> {
         let count = data.len();
         self.collective(CollectiveKind::AllGather, ReduceOp::None, 0, count, data)
+    }
+
+    /// Start an all-gather in place (MPI_IN_PLACE): `data` holds `size` blocks of equal
+    /// length, this rank's contribution already in block `rank`; resolves to the same
+    /// vector with every block filled. The fast form for repeated all-gathers: the output
+    /// is neither allocated nor zero-filled per call, and the contribution is not copied.
+    pub fn all_gather_in_place_start<T: Element>(&self, data: Vec<T>) -> PendingCollective<T> {
+        match self.blocks("all_gather_in_place data", data.len()) {
+            Ok(count) => self.collective(CollectiveKind::AllGather, ReduceOp::None, 0, count, data),
+            Err(e) => Pending::failed(e),
+        }
     }
 
     /// Start a reduce-scatter: `data` holds `size` blocks; resolves to this rank's block
@@ -166,15 +167,15 @@ impl Communicator {
     }
 
     /// Start a scatter from `root` of blocks of `count` elements: the root passes
-    /// `size × count` elements, the others pass anything (it is not sent). Resolves to this
-    /// rank's block.
+    /// `size × count` elements, the others pass anything (it is not sent; a vector of
+    /// `count` elements is received into). Resolves to this rank's block.
     pub fn scatter_start<T: Element>(
         &self,
         data: Vec<T>,
         count: usize,
         root: u32,
     ) -> PendingCollective<T> {
-        let input = if self.rank() == root {
+        let input = if self.rank() == root || data.len() == count {
             data
         } else {
             Vec::new()

@@ -226,19 +226,28 @@ impl Executor {
                 detail: e.to_string(),
             }
         })?;
-        if input.len() != layout.input.len() {
+        let in_place = layout.in_place(input.len());
+        if input.len() != layout.input.len() && !in_place {
             return Err(CommandError::BufferLength {
                 expected: layout.input.len(),
                 got: input.len(),
             });
         }
         // The input is the working buffer when it covers it (allreduce, broadcast,
-        // reduce): no second allocation and copy of the user's data.
-        let mut buf = if layout.input == (0..layout.buffer_len) {
+        // reduce) or when it is the output passed in place: no second allocation, no
+        // zero-filling and no copy of the user's data.
+        let mut buf = if layout.input == (0..layout.buffer_len)
+            || (in_place && input.len() == layout.buffer_len)
+        {
             input
         } else {
+            let from = if in_place {
+                layout.input.clone()
+            } else {
+                0..input.len()
+            };
             let mut buf = input.zeros_like(layout.buffer_len);
-            buf.copy_from(layout.input.start, &input, 0..input.len());
+            buf.copy_from(layout.input.start, &input, from);
             buf
         };
         if !layout.fill_identity.is_empty() {

@@ -198,8 +198,11 @@ fn value<T: BenchElem>(r: u32, i: usize) -> T {
     T::small(((r as usize % 9 * 7 + i % 9 * 3) % 9) as i8 - 4)
 }
 
-fn input<T: BenchElem>(r: u32, offset: usize, len: usize) -> Vec<T> {
-    (offset..offset + len).map(|i| value(r, i)).collect()
+/// `v` cleared and refilled with `f(0..len)`, in its own allocation when that is large enough.
+fn refill<T>(mut v: Vec<T>, len: usize, f: impl Fn(usize) -> T) -> Vec<T> {
+    v.clear();
+    v.extend((0..len).map(f));
+    v
 }
 
 fn fold<T: BenchElem>(op: ReduceOp, ranks: impl Iterator<Item = u32>, i: usize) -> T {
@@ -282,12 +285,16 @@ async fn sweep<T: BenchElem, C: Rank>(
         let mut bad = Ok(());
         // Small inputs are built once and copied per run (building them takes longer
         // than copying); large ones are built afresh each run, so that no pristine copy
-        // of a 64 MiB buffer sits in memory beside the one the collective works on.
+        // of a 64 MiB buffer sits in memory beside the one the collective works on. Either
+        // way they are written into the vector the previous run returned, as MPI's bench
+        // reuses its buffers: a fresh vector would be faulted in during the timed run.
         let base = (count * T::SIZE <= KEEP_INPUTS_BYTES)
-            .then(|| Inputs::<T>::new(a, c.rank(), c.world_size(), count));
+            .then(|| Inputs::<T>::new(a, c.rank(), c.world_size(), count, Vec::new()));
+        let mut spare = Vec::new();
         for run in 0..warmup + iters {
             let last = run + 1 == warmup + iters;
-            let (dt, result) = once(c, a, count, base.as_ref(), last).await?;
+            let (dt, result, out) = once(c, a, count, base.as_ref(), spare, last).await?;
+            spare = out;
             if base.is_none() {
                 // A rank that finished first would otherwise build its next inputs (tens of
                 // milliseconds of page faults and arithmetic at 64 MiB) on the cores the
@@ -346,18 +353,27 @@ struct Inputs<T> {
 }
 
 impl<T: BenchElem> Inputs<T> {
-    fn new(a: &BenchArgs, r: u32, n: u32, count: usize) -> Self {
+    /// The inputs, written into `into` (its allocation is reused when large enough).
+    fn new(a: &BenchArgs, r: u32, n: u32, count: usize, into: Vec<T>) -> Self {
         let nu = n as usize;
         let is_root = r == a.root;
+        let zero = T::identity(ReduceOp::Sum);
+        let mine = r as usize * count..(r as usize + 1) * count;
         let data = match a.op {
-            Op::Allreduce | Op::Reduce | Op::Scan | Op::Allgather | Op::Gather => {
-                input::<T>(r, 0, count)
+            Op::Allreduce | Op::Reduce | Op::Scan | Op::Gather => {
+                refill(into, count, |i| value(r, i))
             }
-            Op::Broadcast if is_root => input::<T>(r, 0, count),
-            Op::Broadcast => vec![T::identity(ReduceOp::Sum); count],
-            Op::Reducescatter | Op::Alltoall => input::<T>(r, 0, count * nu),
-            Op::Scatter if is_root => input::<T>(r, 0, count * nu),
-            Op::Scatter | Op::Barrier | Op::Sendrecv => Vec::new(),
+            // In place: the whole output, this rank's block already in it.
+            Op::Allgather => refill(into, count * nu, |i| match mine.contains(&i) {
+                true => value(r, i - mine.start),
+                false => zero,
+            }),
+            Op::Broadcast if is_root => refill(into, count, |i| value(r, i)),
+            Op::Broadcast | Op::Scatter if !is_root => refill(into, count, |_| zero),
+            Op::Reducescatter | Op::Alltoall | Op::Scatter => {
+                refill(into, count * nu, |i| value(r, i))
+            }
+            Op::Broadcast | Op::Barrier | Op::Sendrecv => Vec::new(),
         };
         let payload = match a.op {
             Op::Sendrecv => Bytes::from(input_bytes(r, count * T::SIZE)),
@@ -374,8 +390,9 @@ async fn once<T: BenchElem, C: Rank>(
     a: &BenchArgs,
     count: usize,
     base: Option<&Inputs<T>>,
+    spare: Vec<T>,
     last: bool,
-) -> Result<(Duration, Result<(), String>), C::Error> {
+) -> Result<(Duration, Result<(), String>, Vec<T>), C::Error> {
     let (r, n) = (c.rank(), c.world_size());
     let op = a.redop.op();
     let root = a.root;
@@ -385,10 +402,10 @@ async fn once<T: BenchElem, C: Rank>(
         payload,
     } = match base {
         Some(base) => Inputs {
-            data: base.data.clone(),
+            data: refill(spare, base.data.len(), |i| base.data[i]),
             payload: base.payload.clone(),
         },
-        None => Inputs::new(a, r, n, count),
+        None => Inputs::new(a, r, n, count, spare),
     };
     c.barrier().await?;
     let started = Instant::now();
@@ -396,7 +413,7 @@ async fn once<T: BenchElem, C: Rank>(
         Op::Allreduce => c.all_reduce_start(prepared, op).await?,
         Op::Broadcast => c.broadcast_start(prepared, root).await?,
         Op::Reduce => c.reduce_start(prepared, op, root).await?,
-        Op::Allgather => c.all_gather_start(prepared).await?,
+        Op::Allgather => c.all_gather_in_place_start(prepared).await?,
         Op::Reducescatter => c.reduce_scatter_start(prepared, op).await?,
         Op::Gather => c.gather_start(prepared, root).await?,
         Op::Scatter => c.scatter_start(prepared, count, root).await?,
@@ -423,7 +440,7 @@ async fn once<T: BenchElem, C: Rank>(
             } else {
                 Err(format!("rank {r}: sendrecv payload differs"))
             };
-            return Ok((elapsed, check));
+            return Ok((elapsed, check, Vec::new()));
         }
     };
     let elapsed = started.elapsed();
@@ -432,7 +449,7 @@ async fn once<T: BenchElem, C: Rank>(
     } else {
         Ok(())
     };
-    Ok((elapsed, check))
+    Ok((elapsed, check, out))
 }
 
 /// sendrecv sends a size above this as several messages of this size: one message must fit

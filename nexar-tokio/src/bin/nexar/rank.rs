@@ -23,7 +23,7 @@ pub trait Rank: Sync {
     fn broadcast_start<T: Element>(&self, d: Vec<T>, root: u32) -> Self::Pending<Vec<T>>;
     fn reduce_start<T: Element>(&self, d: Vec<T>, op: ReduceOp, root: u32)
         -> Self::Pending<Vec<T>>;
-    fn all_gather_start<T: Element>(&self, d: Vec<T>) -> Self::Pending<Vec<T>>;
+    fn all_gather_in_place_start<T: Element>(&self, d: Vec<T>) -> Self::Pending<Vec<T>>;
     fn reduce_scatter_start<T: Element>(&self, d: Vec<T>, op: ReduceOp) -> Self::Pending<Vec<T>>;
     fn gather_start<T: Element>(&self, d: Vec<T>, root: u32) -> Self::Pending<Vec<T>>;
     fn scatter_start<T: Element>(&self, d: Vec<T>, n: usize, root: u32) -> Self::Pending<Vec<T>>;
@@ -71,8 +71,8 @@ macro_rules! impl_rank {
             ) -> Self::Pending<Vec<T>> {
                 self.world().reduce_start(d, op, root)
             }
-            fn all_gather_start<T: Element>(&self, d: Vec<T>) -> Self::Pending<Vec<T>> {
-                self.world().all_gather_start(d)
+            fn all_gather_in_place_start<T: Element>(&self, d: Vec<T>) -> Self::Pending<Vec<T>> {
+                self.world().all_gather_in_place_start(d)
             }
             fn reduce_scatter_start<T: Element>(
                 &self,
