@@ -179,11 +179,16 @@ mod tests {
     fn outputs_passed_in_place_give_what_copied_inputs_give() {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        // The default thresholds, and ones that send every size down the two-phase
-        // broadcast and the ring all-gather.
+        // The default thresholds, ones that send every size down the two-phase
+        // broadcast and the ring all-gather, and the pipelined chain for every size.
         let large = CollectiveConfig {
             small_allgather_bytes: 0,
             large_broadcast_bytes: 0,
+            pipelined_broadcast_bytes: usize::MAX,
+            ..CollectiveConfig::default()
+        };
+        let chain = CollectiveConfig {
+            pipelined_broadcast_bytes: 0,
             ..CollectiveConfig::default()
         };
         let kinds = [
@@ -192,10 +197,11 @@ mod tests {
             CollectiveKind::Broadcast,
             CollectiveKind::Scatter,
         ];
-        for config in [CollectiveConfig::default(), large] {
+        for config in [CollectiveConfig::default(), large, chain] {
             for kind in kinds {
                 for world in [1u32, 2, 3, 4, 5, 8] {
-                    for count in [1usize, 7, 70_000] {
+                    // 300 000 f32: the chain cuts it into 5 segments.
+                    for count in [1usize, 7, 70_000, 300_000] {
                         for root in [0, world - 1] {
                             let all = world as usize * count;
                             let data = |r: u32, len: usize| -> Vec<f32> {
@@ -244,14 +250,19 @@ mod tests {
                             let (want, got) = (run(copied), run(in_place));
                             let what = format!("{kind:?} world {world} count {count} root {root}");
                             assert_eq!(got, want, "{what}");
-                            let expect_len = match kind {
-                                CollectiveKind::AllGather => all,
-                                CollectiveKind::Gather => all, // at the root
-                                _ => count,
-                            };
-                            let root_out = &want[root as usize];
-                            assert_eq!(root_out.len(), expect_len, "{what}");
-                            assert!(root_out.iter().all(|x| !x.is_nan()), "{what}");
+                            let gathered: Vec<f32> =
+                                (0..world).flat_map(|r| data(r, count)).collect();
+                            let scattered = data(root, all);
+                            for (r, out) in want.iter().enumerate() {
+                                let expect: &[f32] = match kind {
+                                    CollectiveKind::AllGather => &gathered,
+                                    CollectiveKind::Gather if r == root as usize => &gathered,
+                                    CollectiveKind::Gather => &[],
+                                    CollectiveKind::Broadcast => &data(root, count),
+                                    _ => &scattered[r * count..(r + 1) * count],
+                                };
+                                assert_eq!(out, expect, "{what} rank {r}");
+                            }
                         }
                     }
                 }

@@ -128,9 +128,16 @@ impl Outbox {
     }
 
     /// Step `step` begins: payloads from before the previous step will not be forwarded
-    /// (the plans forward a block in the step right after it came), so let them go.
+    /// (the plans forward a block in the step right after it came), so let them go,
+    /// unless a send still waiting for room is for exactly their range.
     pub(crate) fn begin_step(&mut self, step: u32) {
-        self.received.retain(|_, r| r.step + 1 >= step);
+        let deferred = &self.deferred;
+        self.received.retain(|start, r| {
+            r.step + 1 >= step
+                || deferred
+                    .iter()
+                    .any(|d| d.range.start == *start && d.range.end == r.end)
+        });
     }
 }
 

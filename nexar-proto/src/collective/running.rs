@@ -133,7 +133,7 @@ impl Running {
         self.outbox.take(&self.buf, elem, room, out);
     }
 
-    /// Encode every deferred send now (the step ends, or its data is about to change).
+    /// Encode every deferred send now (its data is about to change).
     fn flush_deferred(&mut self, out: &mut Vec<OutChunk>) {
         self.outbox.flush(&self.buf, self.spec.dtype.size(), out);
     }
@@ -142,8 +142,10 @@ impl Running {
         self.step as u32
     }
 
+    /// Every step ran and every send is encoded (a root's sends may wait for room after
+    /// its last step; the buffer goes back to the caller only once they have read it).
     pub(crate) fn is_done(&self) -> bool {
-        self.step >= self.plan.steps.len()
+        self.step >= self.plan.steps.len() && self.outbox.is_empty()
     }
 
     /// Peers (comm ranks) whose data the current step still waits for.
@@ -271,8 +273,10 @@ impl Running {
                         format!("more chunks than planned in step {step}"),
                     ));
                 }
-                self.flush_deferred(out);
-                self.run_locals();
+                // Sends still waiting for room stay waiting: their ranges hold the data
+                // they read at the start of their step until something writes there,
+                // and every write flushes them first (`apply`, `run_locals`).
+                self.run_locals(out);
                 self.step += 1;
                 self.enter_step(out);
                 continue;
@@ -350,14 +354,17 @@ impl Running {
             .all(|(i, r)| self.got[i] >= chunks_for(r.range.len(), self.seg))
     }
 
-    fn run_locals(&mut self) {
+    fn run_locals(&mut self, out: &mut Vec<OutChunk>) {
         let op = match self.spec.op {
             ReduceOp::Avg => ReduceOp::Sum,
             op => op,
         };
         for local in self.plan.steps[self.step].locals.clone() {
-            self.outbox
-                .written(&(local.dst..local.dst + local.src.len()));
+            let dst = local.dst..local.dst + local.src.len();
+            if self.outbox.reads(&dst) {
+                self.flush_deferred(out);
+            }
+            self.outbox.written(&dst);
             self.buf
                 .local(local.src, local.dst, local.reduce.then_some(op));
         }

@@ -9,8 +9,8 @@ use std::ops::Range;
 
 use super::plan::{Layout, Plan};
 use super::plans::{
-    binomial, dissemination, halving_doubling, pairwise, recursive_doubling, reduce_scatter_gather,
-    ring, scatter_allgather,
+    binomial, dissemination, halving_doubling, pairwise, pipelined, recursive_doubling,
+    reduce_scatter_gather, ring, scatter_allgather,
 };
 use crate::codec::{Algorithm, CollectiveKind, DType, Fingerprint, ReduceOp};
 
@@ -84,7 +84,7 @@ pub fn algorithms(kind: CollectiveKind) -> &'static [Algorithm] {
     use Algorithm::*;
     match kind {
         CollectiveKind::AllReduce => &[RecursiveDoubling, HalvingDoubling, Ring],
-        CollectiveKind::Broadcast => &[BinomialTree, ScatterAllGather],
+        CollectiveKind::Broadcast => &[BinomialTree, ScatterAllGather, Pipelined],
         CollectiveKind::Reduce => &[BinomialTree, ReduceScatterGather],
         CollectiveKind::AllGather => &[RecursiveDoubling, Ring],
         CollectiveKind::ReduceScatter => &[Ring],
@@ -282,6 +282,10 @@ pub fn plan(
         (K::AllReduce, A::HalvingDoubling) => halving_doubling::allreduce(c, p, r),
         (K::AllReduce, _) => recursive_doubling::allreduce(c, p, r),
         (K::Broadcast, A::ScatterAllGather) => scatter_allgather::broadcast(c, p, root, r),
+        (K::Broadcast, A::Pipelined) => {
+            let segments = pipelined::segments(c, spec.dtype.size());
+            pipelined::broadcast(c, p, root, r, segments)
+        }
         (K::Broadcast, _) => binomial::broadcast(c, p, root, r),
         (K::Reduce, A::ReduceScatterGather) => reduce_scatter_gather::reduce(c, p, root, r),
         (K::Reduce, _) => binomial::reduce(c, p, root, r),
@@ -297,9 +301,11 @@ pub fn plan(
     })
 }
 
-/// The most steps any rank's plan has for this kind, algorithm and world size (0 when
-/// the algorithm does not implement the kind, which [`plan`] refuses). Lets an executor
-/// reject a chunk whose step number no plan could reach.
+/// The most steps any rank's plan has for this kind, algorithm and world size, over
+/// every count (0 when the algorithm does not implement the kind, which [`plan`]
+/// refuses). Lets an executor reject a chunk whose step number no plan could reach.
+/// Tight for every algorithm but the pipelined chain, whose steps grow with the message
+/// up to its most segments.
 pub fn step_bound(kind: CollectiveKind, algorithm: Algorithm, world: u32) -> usize {
     use Algorithm as A;
     if world == 0 || !algorithms(kind).contains(&algorithm) {
@@ -315,6 +321,7 @@ pub fn step_bound(kind: CollectiveKind, algorithm: Algorithm, world: u32) -> usi
         (CollectiveKind::AllReduce, A::RecursiveDoubling) => folded + fold,
         (CollectiveKind::AllReduce, _) => 2 * folded + fold,
         (CollectiveKind::Broadcast, A::ScatterAllGather) => log + p - 1,
+        (CollectiveKind::Broadcast, A::Pipelined) => super::plans::pipelined::MAX_SEGMENTS + p - 2,
         (CollectiveKind::Reduce, A::ReduceScatterGather) => p - 1 + log,
         (CollectiveKind::AllGather, A::Ring) => p - 1,
         (CollectiveKind::ReduceScatter | CollectiveKind::AllToAll, _) => p - 1,

@@ -560,6 +560,16 @@ impl Executor {
                 out.push(ExecOutput::Send { to, frame, bulk });
             }
         }
+        // An operation whose steps had all run completes once its last send is encoded.
+        let done: Vec<(u64, u64)> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| op.run.is_done())
+            .map(|(k, _)| *k)
+            .collect();
+        for (comm, seq) in done {
+            self.complete(comm, seq, out);
+        }
     }
 
     /// Operations in flight.

@@ -20,6 +20,7 @@ pub(crate) mod binomial;
 pub(crate) mod dissemination;
 pub(crate) mod halving_doubling;
 pub(crate) mod pairwise;
+pub(crate) mod pipelined;
 pub(crate) mod recursive_doubling;
 pub(crate) mod reduce_scatter_gather;
 pub(crate) mod ring;
