@@ -66,6 +66,9 @@ pub struct TransportParams {
     pub max_concurrent_uni_streams: u32,
     /// Congestion controller.
     pub congestion: CongestionControl,
+    /// The congestion window before the first acknowledgement, bytes; `None` for RFC 9002
+    /// §7.2's (from `initial_mtu`).
+    pub initial_window: Option<u64>,
     /// Round-trip time assumed until one is measured (sets the first handshake
     /// retransmission timeout, about three times this).
     pub initial_rtt: Duration,
@@ -85,6 +88,7 @@ impl Default for TransportParams {
             max_concurrent_bidi_streams: 1024,
             max_concurrent_uni_streams: 1024,
             congestion: CongestionControl::Cubic,
+            initial_window: None,
             initial_rtt: Duration::from_millis(333),
         }
     }
@@ -127,7 +131,13 @@ impl TransportParams {
         }
         // RFC 9002 §7.2 for the first packet size, not quinn's fixed 14 720 bytes: a
         // window smaller than one packet (with a 64 KiB initial MTU) would never open.
-        let window = initial_window(self.initial_mtu);
+        let window = self
+            .initial_window
+            .unwrap_or_else(|| initial_window(self.initial_mtu));
+        // A window smaller than one packet would never open.
+        if window < u64::from(self.initial_mtu) {
+            return Err(bad("initial_window"));
+        }
         match self.congestion {
             CongestionControl::Cubic => {
                 let mut c = CubicConfig::default();
@@ -274,6 +284,23 @@ mod tests {
                 name: "max_udp_payload"
             })
         ));
+        let p = TransportParams {
+            initial_mtu: 65_000,
+            max_udp_payload: 65_000,
+            initial_window: Some(64_999),
+            ..TransportParams::default()
+        };
+        assert!(matches!(
+            p.transport_config(),
+            Err(CryptoError::TransportParam {
+                name: "initial_window"
+            })
+        ));
+        let p = TransportParams {
+            initial_window: Some(650_000),
+            ..p
+        };
+        p.transport_config().unwrap();
         let p = TransportParams {
             stream_receive_window: u64::MAX,
             ..TransportParams::default()

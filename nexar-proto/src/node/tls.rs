@@ -53,6 +53,7 @@ impl Tls {
             max_udp_payload: config.max_udp_payload,
             initial_rtt: config.initial_rtt,
             initial_mtu: config.initial_mtu,
+            initial_window: config.initial_window,
             send_window: config.send_window,
             ..TransportParams::default()
         };

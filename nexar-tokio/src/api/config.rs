@@ -127,11 +127,14 @@ impl Config {
     /// starts at [`LOOPBACK_MAX_UDP_PAYLOAD`] instead of probing up from 1200 bytes (each
     /// datagram is a syscall: about 5x the throughput of Ethernet-sized packets, and a
     /// 16-rank cluster forms in tens of milliseconds instead of seconds of MTU probes),
-    /// and assumes a [`LOOPBACK_INITIAL_RTT`] round trip until it measures one. On any
+    /// and assumes a [`LOOPBACK_INITIAL_RTT`] round trip until it measures one. Its
+    /// congestion window starts at ten such datagrams, as TCP's does on loopback (RFC
+    /// 9002's formula allows two of this size; see `NodeConfig::initial_window`). On any
     /// other network these would send datagrams the path may drop: do not use it there.
     pub fn with_loopback_transport(mut self) -> Self {
         self.node.max_udp_payload = self.node.max_udp_payload.max(LOOPBACK_MAX_UDP_PAYLOAD);
         self.node.initial_mtu = self.node.max_udp_payload;
+        self.node.initial_window = Some(10 * u64::from(self.node.initial_mtu));
         self.node.initial_rtt = self.node.initial_rtt.min(LOOPBACK_INITIAL_RTT);
         self
     }
@@ -153,5 +156,21 @@ impl Config {
             .map_or(0, |d| d.as_secs());
         node.listen_addr = self.advertise.unwrap_or(local);
         Ok(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loopback_transport_starts_with_ten_full_datagrams_in_flight() {
+        let c = Config::default().with_loopback_transport();
+        assert_eq!(c.node.initial_mtu, LOOPBACK_MAX_UDP_PAYLOAD);
+        assert_eq!(
+            c.node.initial_window,
+            Some(10 * u64::from(LOOPBACK_MAX_UDP_PAYLOAD))
+        );
+        assert_eq!(Config::default().node.initial_window, None);
     }
 }
