@@ -402,7 +402,12 @@ async fn once<T: BenchElem, C: Rank>(
         payload,
     } = match base {
         Some(base) => Inputs {
-            data: refill(spare, base.data.len(), |i| base.data[i]),
+            data: {
+                let mut data = spare;
+                data.clear();
+                data.extend_from_slice(&base.data);
+                data
+            },
             payload: base.payload.clone(),
         },
         None => Inputs::new(a, r, n, count, spare),
