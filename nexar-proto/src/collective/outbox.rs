@@ -141,6 +141,14 @@ impl Outbox {
     }
 }
 
+#[cfg(test)]
+impl Outbox {
+    /// The ranges whose payloads are kept for a later send.
+    pub(crate) fn kept(&self) -> Vec<Range<usize>> {
+        self.received.iter().map(|(s, r)| *s..r.end).collect()
+    }
+}
+
 pub(crate) fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
     a.start < b.end && b.start < a.end
 }

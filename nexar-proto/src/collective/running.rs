@@ -338,10 +338,31 @@ impl Running {
         let last = self.step + 1 >= self.plan.steps.len();
         match reduce || last {
             true => self.outbox.written(&target),
-            false => self.outbox.copied(target, chunk.step, chunk.payload),
+            false => self
+                .outbox
+                .copied(target.clone(), chunk.step, chunk.payload),
+        }
+        // A reduced chunk the next step sends on as it is (the ring's partial sums) is
+        // encoded now, while it is in cache, rather than read back from memory then.
+        if reduce && self.next_step_sends_chunk(&target) {
+            let payload = self.buf.encode_range(target.clone());
+            self.outbox.copied(target, chunk.step, payload.into());
         }
         self.got[i] += 1;
         Ok(())
+    }
+
+    /// Whether the next step sends `range` as one chunk of one of its transfers.
+    fn next_step_sends_chunk(&self, range: &Range<usize>) -> bool {
+        let Some(next) = self.plan.steps.get(self.step + 1) else {
+            return false;
+        };
+        next.sends.iter().any(|t| {
+            t.peer != self.me
+                && range.start >= t.range.start
+                && (range.start - t.range.start) % self.seg == 0
+                && range.end == (range.start + self.seg).min(t.range.end)
+        })
     }
 
     fn step_complete(&self) -> bool {
@@ -424,7 +445,7 @@ fn protocol(peer: u32, detail: impl Into<String>) -> Violation {
 mod tests {
     use super::*;
     use crate::codec::{Algorithm, CollectiveKind, DType};
-    use crate::collective::plan::{Recv, Step};
+    use crate::collective::plan::{Recv, Step, Transfer};
 
     /// A 4-element f32 sum over `steps` (segments of 2 elements), rank 0 of 2, not begun.
     fn running(algorithm: Algorithm, steps: Vec<Step>, values: Vec<f32>) -> Running {
@@ -479,6 +500,57 @@ mod tests {
             fingerprint: fp,
             payload: vec![0u8; len * 4].into(),
         }
+    }
+
+    #[test]
+    fn a_reduced_chunk_the_next_step_forwards_is_encoded_as_it_lands() {
+        // Step 0 reduces 0..4 from rank 1 (two chunks); step 1 sends 0..4 back on.
+        let reduce = Step {
+            sends: Vec::new(),
+            recvs: vec![recv_all(true)],
+            locals: Vec::new(),
+        };
+        let forward = Step {
+            sends: vec![Transfer {
+                peer: 1,
+                range: 0..4,
+            }],
+            recvs: Vec::new(),
+            locals: Vec::new(),
+        };
+        let mut r = running(
+            Algorithm::Ring,
+            vec![reduce, forward],
+            vec![1.0, 2.0, 3.0, 4.0],
+        );
+        r.begin(&mut Vec::new());
+        let fp = Some(r.fp);
+        let le = |v: &[f32]| -> Pieces {
+            v.iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into()
+        };
+        let mut out = Vec::new();
+        let first = InChunk {
+            payload: le(&[10.0, 20.0]),
+            ..chunk(0, 0, 2, fp)
+        };
+        r.on_chunk(first, &mut out).unwrap();
+        assert_eq!(
+            r.outbox.kept(),
+            vec![0..2],
+            "encoded while step 0 still runs"
+        );
+        let second = InChunk {
+            payload: le(&[30.0, 40.0]),
+            ..chunk(0, 2, 2, None)
+        };
+        r.on_chunk(second, &mut out).unwrap();
+        r.take_sends(&mut |_, _| true, &mut out);
+        let sent: Vec<Pieces> = out.into_iter().map(|c| c.payload).collect();
+        assert_eq!(sent, vec![le(&[11.0, 22.0]), le(&[33.0, 44.0])]);
+        assert!(r.is_done());
     }
 
     #[test]
