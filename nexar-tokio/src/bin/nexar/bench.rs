@@ -5,8 +5,9 @@
 //!   rank holds, as in nccl-tests (the whole output for allgather and gather, the whole
 //!   input for reducescatter, scatter's root and alltoall), rounded to whole blocks;
 //! - per size: `warmup` untimed runs, then `iters` timed runs, where
-//!   `iters = clamp(budget / size, 3, --iters)` and the warmup is cut the same way, so a
-//!   64 MiB row does not take minutes;
+//!   `iters = clamp(budget / size, 10, 200)` as coll_bench.c's (1000 timed and 50 untimed
+//!   barriers), and the warmup is cut by the budget too, so a 64 MiB row does not take
+//!   minutes;
 //! - each timed run: prepare the input (untimed), barrier, then time the operation alone
 //!   on every rank; the run's time is the **max over ranks** (one all-reduce(max) after
 //!   the loop, so it does not disturb the timed runs), the row's time the **median** over
@@ -51,18 +52,38 @@ pub struct BenchArgs {
     /// Root of the rooted collectives.
     #[arg(long, default_value_t = 0)]
     pub root: u32,
-    /// Timed runs per size (at most; see --budget-bytes).
-    #[arg(long, default_value_t = 20)]
-    pub iters: usize,
-    /// Untimed runs per size before the timed ones (at most).
-    #[arg(long, default_value_t = 5)]
-    pub warmup: usize,
-    /// Bytes per size that bound the timed runs: iters = clamp(budget / size, 3, --iters).
+    /// Timed runs per size, at most (see --budget-bytes). Default: 200, or 1000 for the
+    /// barrier, as `coll_bench.c`.
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Timed runs per size, at least, whatever the budget.
+    #[arg(long, default_value_t = 10)]
+    pub min_iters: usize,
+    /// Untimed runs per size before the timed ones, at most. Default: 5, or 50 for the
+    /// barrier, as `coll_bench.c`.
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Bytes per size that bound the timed runs:
+    /// iters = clamp(budget / size, --min-iters, --iters).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub budget_bytes: usize,
     /// One JSON object per row instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl BenchArgs {
+    /// The barrier has no size to spread a budget over; `coll_bench.c` times 1000 of them
+    /// after 50 untimed, and 200 runs at most (5 untimed) of the other collectives.
+    fn iters(&self) -> usize {
+        self.iters
+            .unwrap_or(if self.op == Op::Barrier { 1000 } else { 200 })
+    }
+
+    fn warmup(&self) -> usize {
+        self.warmup
+            .unwrap_or(if self.op == Op::Barrier { 50 } else { 5 })
+    }
 }
 
 /// The collectives the bench knows.
@@ -273,8 +294,10 @@ async fn sweep<T: BenchElem, C: Rank>(
     c.barrier().await?;
     for (count, bytes, count_col) in sizes {
         let per = bytes.max(1);
-        let iters = (a.budget_bytes / per).max(3).min(a.iters.max(1));
-        let warmup = (a.budget_bytes / 4 / per).max(1).min(a.warmup);
+        let iters = (a.budget_bytes / per)
+            .max(a.min_iters)
+            .min(a.iters().max(1));
+        let warmup = (a.budget_bytes / 4 / per).max(1).min(a.warmup());
         if lead && bytes >= 1 << 20 {
             eprintln!(
                 "# {:?} {} B: {warmup} warmup + {iters} timed runs ...",
@@ -566,8 +589,8 @@ fn header(a: &BenchArgs, n: usize, driver: &str) {
         "# nexar bench: {}, {n} ranks in {driver}, dtype {}, up to {} timed runs ({} warmup) per size, budget {} B per size",
         op_name(a.op),
         dtype_name(a.dtype),
-        a.iters,
-        a.warmup,
+        a.iters(),
+        a.warmup(),
         a.budget_bytes
     );
     println!("# time: median over runs of the max over ranks (barrier before each run); busbw = algbw x {}", match a.op {
