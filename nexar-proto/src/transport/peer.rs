@@ -184,11 +184,19 @@ impl Peer {
             }
         }
         // A client's handshake completes when it sends its Finished, which may yet be lost
-        // (and under heavy loss its retransmission can back off for a minute); only the
-        // server's HANDSHAKE_DONE proves the acceptor completed it too. A server's handshake
-        // is confirmed when it completes.
+        // (and under heavy loss its retransmission can back off for a minute); only word
+        // from the server proves the acceptor completed it too: its HANDSHAKE_DONE, or
+        // stream data, which it sends only once its handshake completed (our acceptor opens
+        // streams on `Connected`), just as RFC 9001 §4.1.2 lets an acknowledged 1-RTT packet
+        // confirm it. Waiting for HANDSHAKE_DONE alone abandoned dials the acceptor already
+        // counted as its link when that one packet was lost and its retransmission waited
+        // behind an inflated RTT estimate. A server's handshake is confirmed when it
+        // completes.
         if self.established && !self.connected_reported && !self.closed {
-            let confirmed = !self.dialer || self.conn.stats().frame_rx.handshake_done > 0;
+            let confirmed = !self.dialer || {
+                let rx = &self.conn.stats().frame_rx;
+                rx.handshake_done > 0 || rx.stream > 0
+            };
             if confirmed {
                 self.connected_reported = true;
                 outputs.push(PeerOutput::Connected);
