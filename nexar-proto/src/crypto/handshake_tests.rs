@@ -61,6 +61,7 @@ struct Member {
     node: Node,
     cert: CertificateDer<'static>,
     ca_cert: CertificateDer<'static>,
+    params: TransportParams,
 }
 
 impl Member {
@@ -72,6 +73,7 @@ impl Member {
             node,
             cert,
             ca_cert: ca.cert_der(),
+            params: params(),
         }
     }
 
@@ -84,7 +86,7 @@ impl Member {
             self.ca_cert.clone(),
             &n.seed,
             start(),
-            &params(),
+            &self.params,
         )
         .unwrap()
     }
@@ -102,7 +104,7 @@ impl Member {
             self.ca_cert.clone(),
             &n.seed,
             now,
-            &params(),
+            &self.params,
         )
         .unwrap()
     }
@@ -426,6 +428,53 @@ fn same_seed_same_datagrams() {
     );
     let (c, _) = mesh_run(41);
     assert_ne!(a, c, "a different seed must change the datagrams");
+}
+
+/// Datagrams (receiver, sender) while host 1 sends host 0 a hundred 8-byte writes, one
+/// per network step (each its own datagram, as a collective's small messages are), on a
+/// mesh connection whose ends ask each other for `threshold`.
+fn ack_run(threshold: Option<u32>) -> (u64, u64) {
+    let ca = ca(60);
+    let mut r1 = Member::new(&ca, 1, [61; 32]);
+    let mut r2 = Member::new(&ca, 2, [62; 32]);
+    r1.params.ack_eliciting_threshold = threshold;
+    r2.params.ack_eliciting_threshold = threshold;
+    let (mut net, ch) = mesh_net(&r1, &r2, &rank_server_name(CLUSTER, 1));
+    assert!(net.run_until(MAX_STEPS, |n| n.saw(0, connected) && n.saw(1, connected)));
+    // Let the handshake's last packets land.
+    for _ in 0..20 {
+        net.step();
+    }
+    let before = (net.hosts[0].sent, net.hosts[1].sent);
+    let stream = net.conn(1, ch).streams().open(Dir::Uni).unwrap();
+    let mut writes = 0;
+    net.run_until(MAX_STEPS, |net| {
+        if writes == 100 {
+            return true;
+        }
+        net.conn(1, ch).send_stream(stream).write(&[7; 8]).unwrap();
+        writes += 1;
+        false
+    });
+    assert_eq!(writes, 100);
+    (net.hosts[0].sent - before.0, net.hosts[1].sent - before.1)
+}
+
+#[test]
+fn ack_eliciting_threshold_thins_acknowledgements() {
+    let (acks_rfc, data_rfc) = ack_run(None);
+    let (acks_thin, data_thin) = ack_run(Some(7));
+    assert!(
+        data_rfc >= 100 && data_thin >= 100,
+        "{data_rfc}, {data_thin}"
+    );
+    // RFC 9000: an ACK for every second datagram.
+    assert!(acks_rfc * 3 > data_rfc, "{acks_rfc} ACKs for {data_rfc}");
+    // Asked for one every eighth at least.
+    assert!(
+        acks_thin * 6 < data_thin,
+        "{acks_thin} ACKs for {data_thin}"
+    );
 }
 
 #[test]

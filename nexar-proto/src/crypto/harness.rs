@@ -28,6 +28,8 @@ pub(crate) struct Host {
     pub(crate) conns: BTreeMap<ConnectionHandle, Connection>,
     /// Application events, in the order they were polled.
     pub(crate) events: Vec<(ConnectionHandle, Event)>,
+    /// Datagrams this host has sent.
+    pub(crate) sent: u64,
 }
 
 /// A datagram on the wire.
@@ -78,6 +80,7 @@ impl Net {
             endpoint: Endpoint::new(Arc::new(config), server.map(Arc::new), true, None),
             conns: BTreeMap::new(),
             events: Vec::new(),
+            sent: 0,
         });
         index
     }
@@ -254,6 +257,9 @@ impl Net {
         self.trace.update((bytes.len() as u64).to_le_bytes());
         self.trace.update(&bytes);
         self.datagrams += 1;
+        if let Some(host) = self.hosts.iter_mut().find(|h| h.addr == from) {
+            host.sent += 1;
+        }
         self.wire.push_back(InFlight {
             arrival: self.now + LATENCY,
             from,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use quinn_proto::congestion::{CubicConfig, NewRenoConfig};
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
-    ClientConfig, EndpointConfig, IdleTimeout, MtuDiscoveryConfig, ServerConfig, TransportConfig,
-    VarInt,
+    AckFrequencyConfig, ClientConfig, EndpointConfig, IdleTimeout, MtuDiscoveryConfig,
+    ServerConfig, TransportConfig, VarInt,
 };
 use rustls::pki_types::UnixTime;
 
@@ -69,6 +69,11 @@ pub struct TransportParams {
     /// The congestion window before the first acknowledgement, bytes; `None` for RFC 9002
     /// §7.2's (from `initial_mtu`).
     pub initial_window: Option<u64>,
+    /// Ack-eliciting packets the peer may take in without acknowledging them (the QUIC
+    /// acknowledgement frequency extension, draft 04, which quinn speaks); `None` leaves
+    /// RFC 9000's rule, an ACK for every second one. Reordered packets are still
+    /// acknowledged at once, and the peer's delayed-ACK timer still bounds the wait.
+    pub ack_eliciting_threshold: Option<u32>,
     /// Round-trip time assumed until one is measured (sets the first handshake
     /// retransmission timeout, about three times this).
     pub initial_rtt: Duration,
@@ -89,6 +94,7 @@ impl Default for TransportParams {
             max_concurrent_uni_streams: 1024,
             congestion: CongestionControl::Cubic,
             initial_window: None,
+            ack_eliciting_threshold: None,
             initial_rtt: Duration::from_millis(333),
         }
     }
@@ -122,6 +128,11 @@ impl TransportParams {
         .send_window(self.send_window)
         .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_uni_streams));
+        if let Some(threshold) = self.ack_eliciting_threshold {
+            let mut frequency = AckFrequencyConfig::default();
+            frequency.ack_eliciting_threshold(VarInt::from_u32(threshold));
+            t.ack_frequency_config(Some(frequency));
+        }
         if self.mtu_discovery {
             let mut mtud = MtuDiscoveryConfig::default();
             mtud.upper_bound(self.max_udp_payload);

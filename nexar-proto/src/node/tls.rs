@@ -54,6 +54,7 @@ impl Tls {
             initial_rtt: config.initial_rtt,
             initial_mtu: config.initial_mtu,
             initial_window: config.initial_window,
+            ack_eliciting_threshold: config.ack_eliciting_threshold,
             send_window: config.send_window,
             ..TransportParams::default()
         };
