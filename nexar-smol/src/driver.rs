@@ -153,8 +153,13 @@ async fn run(socket: Async<UdpSocket>, udp: Udp, mut host: NodeHost, mut inbox: 
 /// waiting for async-io's readiness report. That report costs an `epoll_ctl` to re-arm
 /// the socket, the reactor thread's `epoll_wait`, and a futex to wake the executor thread
 /// that runs us: several system calls where a failing `recvmmsg` is one, and a peer's
-/// answer in a collective usually arrives within a few of our yields.
-const LOOKS: u32 = 8;
+/// answer in a collective usually arrives within a few of our yields. On a virtual machine
+/// a thread that sleeps also lets its virtual CPU halt, and waking it again costs the host
+/// far more than the sleep saved. 16 looks took the 4-rank 8 B allreduce from 70-74 µs to
+/// 57-63 against 8; 32 (from 125 to 90 µs at this machine's slow minutes) gained a little
+/// more there but cost 4-8% at 512 KiB-1 MiB, where each look's failing `recvmmsg` is time
+/// the other ranks' encryption wanted. Yields let every other task run first.
+const LOOKS: u32 = 16;
 
 /// The UDP socket, quinn-udp's state for it, and what the last read said about it.
 struct Socket {

@@ -63,6 +63,8 @@ async fn run(socket: UdpSocket, mut udp: Udp, mut host: NodeHost, mut inbox: Inb
     let timer = tokio::time::sleep_until(far());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // Yields left before the task waits for the reactor alone (see [`LOOKS`]).
+    let mut looks = 0u32;
     loop {
         let mut now = Instant::now();
         loop {
@@ -105,11 +107,22 @@ async fn run(socket: UdpSocket, mut udp: Udp, mut host: NodeHost, mut inbox: Inb
         // datagrams cannot starve the handles' requests.
         tokio::select! {
             ready = socket.readable() => match ready {
-                Ok(()) => read_burst(&socket, &mut udp, &mut host),
+                Ok(()) => {
+                    looks = LOOKS;
+                    read_burst(&socket, &mut udp, &mut host);
+                }
                 Err(e) => tracing::debug!(error = %e, "readable"),
             },
+            // A yield puts the task behind every other runnable one, and the worker polls
+            // the reactor without blocking before it comes back to it: the socket's
+            // readiness is fresh on the next turn, and the thread has not slept.
+            () = tokio::task::yield_now(), if looks > 0 => looks -= 1,
             request = inbox.recv(), if inbox_open => match request {
-                Ok(request) => host.handle_request(Instant::now(), request),
+                Ok(request) => {
+                    // A request usually starts an exchange whose answer comes soon.
+                    looks = LOOKS;
+                    host.handle_request(Instant::now(), request);
+                }
                 Err(_) => {
                     inbox_open = false;
                     host.close_inbox(Instant::now());
@@ -122,6 +135,16 @@ async fn run(socket: UdpSocket, mut udp: Udp, mut host: NodeHost, mut inbox: Inb
         }
     }
 }
+
+/// Turns through the executor (yields) the task takes, after a datagram or a request, before
+/// it waits for the reactor alone. A peer's answer in a collective step usually arrives
+/// within some tens of microseconds; a worker thread that sleeps meanwhile costs a futex
+/// wake-up to revive, and on a virtual machine its virtual CPU halts and the host's wake-up
+/// costs far more. 32 turns took the 4-rank 8 B allreduce from 65 to 60 µs on this
+/// machine (8 or 64 did the same), 8 KiB-128 KiB by 10-14%, and cost nothing in bulk
+/// (a turn here is a non-blocking `epoll_wait`, not smol's failing `recvmmsg`). A yielding task runs only when no other task is ready, so
+/// the turns spend only time no one else wanted; an idle node stops after them.
+const LOOKS: u32 = 32;
 
 /// Read what is queued on the socket, up to [`RECV_BURST`] calls (each may return many
 /// datagrams), without going back to `select`.
