@@ -141,9 +141,10 @@ async fn run(socket: UdpSocket, mut udp: Udp, mut host: NodeHost, mut inbox: Inb
 /// within some tens of microseconds; a worker thread that sleeps meanwhile costs a futex
 /// wake-up to revive, and on a virtual machine its virtual CPU halts and the host's wake-up
 /// costs far more. 32 turns took the 4-rank 8 B allreduce from 65 to 60 µs on this
-/// machine (8 or 64 did the same), 8 KiB-128 KiB by 10-14%, and cost nothing in bulk
-/// (a turn here is a non-blocking `epoll_wait`, not smol's failing `recvmmsg`). A yielding task runs only when no other task is ready, so
-/// the turns spend only time no one else wanted; an idle node stops after them.
+/// machine (8 or 64 did the same), 8 KiB-128 KiB by 10-14%, and cost nothing in bulk (a
+/// turn here is a non-blocking `epoll_wait`, not smol's failing `recvmmsg`). A yielding
+/// task runs only when no other task is ready, so the turns spend only time no one else
+/// wanted; an idle node stops after them.
 const LOOKS: u32 = 32;
 
 /// Read what is queued on the socket, up to [`RECV_BURST`] calls (each may return many
