@@ -15,6 +15,7 @@ mod flight;
 pub mod loopback;
 mod outbox;
 pub mod plan;
+mod plan_cache;
 pub mod plans;
 mod running;
 pub mod select;

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::buffer::Buffer;
 use super::outbox::{overlaps, Deferred, Outbox};
@@ -50,7 +51,7 @@ pub(crate) struct Running {
     pub(crate) comm: u64,
     pub(crate) seq: u64,
     pub(crate) epoch: u64,
-    plan: Plan,
+    plan: Arc<Plan>,
     layout: Layout,
     buf: Buffer,
     /// Elements per chunk.
@@ -91,7 +92,7 @@ impl Running {
         comm: u64,
         seq: u64,
         epoch: u64,
-        plan: Plan,
+        plan: Arc<Plan>,
         layout: Layout,
         buf: Buffer,
         seg: usize,
@@ -241,12 +242,14 @@ impl Running {
         loop {
             let mut progressed = false;
             let step = self.step;
-            let Some(plan_step) = self.plan.steps.get(step) else {
+            // A handle, not a copy of the step's recvs: `apply` needs `self` mutably.
+            let plan = Arc::clone(&self.plan);
+            let Some(plan_step) = plan.steps.get(step) else {
                 return Ok(());
             };
-            let recvs = plan_step.recvs.clone();
+            let recvs = &plan_step.recvs;
             for (i, recv) in recvs.iter().enumerate() {
-                if !self.may_apply(i, &recvs) {
+                if !self.may_apply(i, recvs) {
                     continue;
                 }
                 let key = (step as u32, recv.peer);
@@ -380,7 +383,8 @@ impl Running {
             ReduceOp::Avg => ReduceOp::Sum,
             op => op,
         };
-        for local in self.plan.steps[self.step].locals.clone() {
+        let plan = Arc::clone(&self.plan);
+        for local in plan.steps[self.step].locals.iter().cloned() {
             let dst = local.dst..local.dst + local.src.len();
             if self.outbox.reads(&dst) {
                 self.flush_deferred(out);
@@ -469,7 +473,7 @@ mod tests {
             fill_identity: 0..0,
         };
         let buf = Buffer::from_vec(values);
-        Running::new(spec, fp, 0, 0, 1, plan, layout, buf, 2, 0)
+        Running::new(spec, fp, 0, 0, 1, Arc::new(plan), layout, buf, 2, 0)
     }
 
     fn recv_all(reduce: bool) -> Recv {

@@ -214,13 +214,18 @@ pub fn layout_for(
     algorithm: Algorithm,
 ) -> Result<Layout, PlanError> {
     let buffer_len = plan(spec, world, rank, algorithm)?.buffer_len;
+    Ok(layout_of(spec, world, rank, buffer_len))
+}
+
+/// [`layout_for`] of a plan already built (its `buffer_len`), without building it again.
+pub(crate) fn layout_of(spec: &CollectiveSpec, world: u32, rank: u32, buffer_len: usize) -> Layout {
     let (input, output, fill_identity) = ranges(spec, world, rank);
-    Ok(Layout {
+    Layout {
         buffer_len,
         input,
         output,
         fill_identity,
-    })
+    }
 }
 
 /// `(input, output, fill_identity)` of [`layout`]; saturating, so that a spec too large

@@ -22,9 +22,10 @@ use bytes::Bytes;
 use super::buffer::Buffer;
 use super::comm::{CommId, Communicator};
 use super::flight::{FlightEntry, FlightRecorder, FlightState};
+use super::plan_cache::PlanCache;
 use super::running::{InChunk, OutChunk, Running, Violation};
 use super::select::{select, CollectiveConfig};
-use super::spec::{layout_for, plan, CollectiveSpec};
+use super::spec::{layout_of, CollectiveSpec};
 use crate::codec::{Chunk, CollectiveKind, Fingerprint, Message, Pieces, ReduceOp};
 use crate::error::{CommandError, OpError};
 use crate::event::{OpId, Outcome};
@@ -92,6 +93,7 @@ pub(crate) struct Executor {
     poisoned: BTreeMap<u64, OpError>,
     aborts_sent: BTreeSet<(u64, u64)>,
     flight: FlightRecorder,
+    plans: PlanCache,
     started: Instant,
 }
 
@@ -118,6 +120,7 @@ impl Executor {
             poisoned: BTreeMap::new(),
             aborts_sent: BTreeSet::new(),
             flight: FlightRecorder::default(),
+            plans: PlanCache::default(),
             started: now,
         }
     }
@@ -216,16 +219,14 @@ impl Executor {
         };
         validate(&spec, comm.size())?;
         let algorithm = select(&spec, comm.size(), &self.config.collective);
-        let plan = plan(&spec, comm.size(), comm.me, algorithm).map_err(|e| {
-            CommandError::InvalidCollective {
+        let (size, me_in_comm) = (comm.size(), comm.me);
+        let plan = self
+            .plans
+            .get(&spec, size, me_in_comm, algorithm)
+            .map_err(|e| CommandError::InvalidCollective {
                 detail: e.to_string(),
-            }
-        })?;
-        let layout = layout_for(&spec, comm.size(), comm.me, algorithm).map_err(|e| {
-            CommandError::InvalidCollective {
-                detail: e.to_string(),
-            }
-        })?;
+            })?;
+        let layout = layout_of(&spec, size, me_in_comm, plan.buffer_len);
         let in_place = layout.in_place(input.len());
         if input.len() != layout.input.len() && !in_place {
             return Err(CommandError::BufferLength {
