@@ -156,10 +156,12 @@ async fn run(socket: Async<UdpSocket>, udp: Udp, mut host: NodeHost, mut inbox: 
 /// answer in a collective usually arrives within a few of our yields. On a virtual machine
 /// a thread that sleeps also lets its virtual CPU halt, and waking it again costs the host
 /// far more than the sleep saved. 16 looks took the 4-rank 8 B allreduce from 70-74 µs to
-/// 57-63 against 8; 32 (from 125 to 90 µs at this machine's slow minutes) gained a little
-/// more there but cost 4-8% at 512 KiB-1 MiB, where each look's failing `recvmmsg` is time
-/// the other ranks' encryption wanted. Yields let every other task run first.
-const LOOKS: u32 = 16;
+/// 57-63 against 8. 32 cost 4-8% at 512 KiB-1 MiB while ring's AES took twice the CPU it
+/// does now (each look's failing `recvmmsg` is time the other ranks' encryption wanted);
+/// with aws-lc's it costs 2-4% at 512 KiB-2 MiB and gains 8-19% at 32-256 KiB, and the
+/// first (8 B) row after formation, 60.4 -> 54.1 µs (medians of five alternating sweeps).
+/// Yields let every other task run first.
+const LOOKS: u32 = 32;
 
 /// The UDP socket, quinn-udp's state for it, and what the last read said about it.
 struct Socket {
