@@ -2,10 +2,14 @@
 //!
 //! A training loop runs the same few collectives, with the same shapes, thousands of
 //! times. Building a plan allocates a vector per step and a few per transfer list, and
-//! dropping it frees them again: at 8 bytes, where a whole allreduce costs the four ranks
-//! about 75 µs of CPU, the allocator was the largest single item of our own code. A plan
-//! is a pure function of its key, so sharing one between calls changes nothing a rank
-//! sends or receives. The cache is bounded and evicts the entry used longest ago.
+//! dropping it frees them again; each call also built its plan twice (once for the
+//! layout). In the 4-rank 8 B allreduce, where a whole operation costs the four ranks
+//! about 75 µs of CPU, allocation was 9% of the profile, 3% with the cache. A plan is a
+//! pure function of its key, so sharing one between calls changes nothing a rank sends
+//! or receives. The cache is bounded and evicts the entry used longest ago: a plan holds
+//! a few hundred bytes per step, and the longest (a pipelined broadcast at its most
+//! segments, or an all-to-all on a thousand ranks) about a thousand steps, so a full
+//! cache of the largest plans stays in the low tens of MB.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
