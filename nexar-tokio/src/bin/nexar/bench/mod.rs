@@ -22,14 +22,19 @@
 //!   is compared for equality with a sequential reference; any mismatch on any rank fails
 //!   the row (and the process exits non-zero).
 
+mod check;
+mod output;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use half::{bf16, f16};
-use nexar_tokio::{CommandError, Element, ReduceOp};
+use nexar_tokio::{CommandError, ReduceOp};
 
 use crate::rank::Rank;
+use check::{input_bytes, verify, BenchElem, Inputs, KEEP_INPUTS_BYTES};
+use output::{header, print_row};
 
 /// What to benchmark.
 #[derive(Debug, Clone, Args)]
@@ -185,51 +190,6 @@ pub async fn run<C: Rank>(client: &C, args: &BenchArgs, driver: &str) -> Result<
     }
 }
 
-/// Element types the bench fills from small integers.
-pub trait BenchElem: Element {
-    /// `v` (|v| ≤ 4) in this type (wrapping for unsigned types).
-    fn small(v: i8) -> Self;
-}
-
-macro_rules! bench_elem {
-    ($($t:ty => $f:expr),* $(,)?) => {
-        $(impl BenchElem for $t {
-            fn small(v: i8) -> Self {
-                ($f)(v)
-            }
-        })*
-    };
-}
-
-bench_elem!(
-    f32 => |v: i8| f32::from(v),
-    f64 => |v: i8| f64::from(v),
-    f16 => |v: i8| f16::from_f32(f32::from(v)),
-    bf16 => |v: i8| bf16::from_f32(f32::from(v)),
-    i8 => |v: i8| v,
-    u8 => |v: i8| v as u8,
-    i32 => |v: i8| i32::from(v),
-    u32 => |v: i8| v as u32,
-    i64 => |v: i8| i64::from(v),
-    u64 => |v: i8| v as u64,
-);
-
-/// Rank `r`'s input at `i`: in -4..=4, so sums of up to 64 ranks stay exact even in bf16.
-fn value<T: BenchElem>(r: u32, i: usize) -> T {
-    T::small(((r as usize % 9 * 7 + i % 9 * 3) % 9) as i8 - 4)
-}
-
-/// `v` cleared and refilled with `f(0..len)`, in its own allocation when that is large enough.
-fn refill<T>(mut v: Vec<T>, len: usize, f: impl Fn(usize) -> T) -> Vec<T> {
-    v.clear();
-    v.extend((0..len).map(f));
-    v
-}
-
-fn fold<T: BenchElem>(op: ReduceOp, ranks: impl Iterator<Item = u32>, i: usize) -> T {
-    ranks.fold(T::identity(op), |acc, r| T::combine(op, acc, value(r, i)))
-}
-
 /// (elements per call, the row's size in bytes, the row's count column) for a size.
 fn shape(op: Op, size: usize, n: usize, elem: usize) -> (usize, usize, usize) {
     match op {
@@ -366,46 +326,6 @@ async fn sweep<T: BenchElem, C: Rank>(
     Ok(all_ok)
 }
 
-/// Inputs up to this size are built once per row and copied for each run.
-const KEEP_INPUTS_BYTES: usize = 1 << 20;
-
-/// One run's inputs.
-struct Inputs<T> {
-    data: Vec<T>,
-    payload: Bytes,
-}
-
-impl<T: BenchElem> Inputs<T> {
-    /// The inputs, written into `into` (its allocation is reused when large enough).
-    fn new(a: &BenchArgs, r: u32, n: u32, count: usize, into: Vec<T>) -> Self {
-        let nu = n as usize;
-        let is_root = r == a.root;
-        let zero = T::identity(ReduceOp::Sum);
-        let mine = r as usize * count..(r as usize + 1) * count;
-        let data = match a.op {
-            Op::Allreduce | Op::Reduce | Op::Scan | Op::Gather => {
-                refill(into, count, |i| value(r, i))
-            }
-            // In place: the whole output, this rank's block already in it.
-            Op::Allgather => refill(into, count * nu, |i| match mine.contains(&i) {
-                true => value(r, i - mine.start),
-                false => zero,
-            }),
-            Op::Broadcast if is_root => refill(into, count, |i| value(r, i)),
-            Op::Broadcast | Op::Scatter if !is_root => refill(into, count, |_| zero),
-            Op::Reducescatter | Op::Alltoall | Op::Scatter => {
-                refill(into, count * nu, |i| value(r, i))
-            }
-            Op::Broadcast | Op::Barrier | Op::Sendrecv => Vec::new(),
-        };
-        let payload = match a.op {
-            Op::Sendrecv => Bytes::from(input_bytes(r, count * T::SIZE)),
-            _ => Bytes::new(),
-        };
-        Inputs { data, payload }
-    }
-}
-
 /// One run: prepare the inputs, barrier, time the operation; then, on the `last` run,
 /// check the output.
 async fn once<T: BenchElem, C: Rank>(
@@ -494,53 +414,6 @@ fn pieces(payload: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
     })
 }
 
-/// Bytes for sendrecv: depend on the sender and the index.
-fn input_bytes(r: u32, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ (r as u8).wrapping_mul(37))
-        .collect()
-}
-
-fn verify<T: BenchElem>(
-    kind: Op,
-    op: ReduceOp,
-    r: u32,
-    n: u32,
-    root: u32,
-    count: usize,
-    out: &[T],
-) -> Result<(), String> {
-    let nu = n as usize;
-    let expect_len = match kind {
-        Op::Reduce | Op::Gather if r != root => 0,
-        Op::Allgather | Op::Gather | Op::Alltoall => count * nu,
-        Op::Barrier => 0,
-        _ => count,
-    };
-    if out.len() != expect_len {
-        return Err(format!(
-            "rank {r}: {} elements out, expected {expect_len}",
-            out.len()
-        ));
-    }
-    let want = |i: usize| -> T {
-        match kind {
-            Op::Allreduce | Op::Reduce => fold(op, 0..n, i),
-            Op::Broadcast => value(root, i),
-            Op::Allgather | Op::Gather => value((i / count) as u32, i % count),
-            Op::Reducescatter => fold(op, 0..n, r as usize * count + i),
-            Op::Scatter => value(root, r as usize * count + i),
-            Op::Alltoall => value((i / count) as u32, r as usize * count + i % count),
-            Op::Scan => fold(op, 0..=r, i),
-            Op::Barrier | Op::Sendrecv => T::identity(op),
-        }
-    };
-    match out.iter().enumerate().find(|(i, got)| **got != want(*i)) {
-        None => Ok(()),
-        Some((i, _)) => Err(format!("rank {r}: wrong value at element {i}")),
-    }
-}
-
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -552,112 +425,6 @@ fn median(v: &mut [f64]) -> f64 {
     } else {
         (v[m - 1] + v[m]) / 2.0
     }
-}
-
-fn dtype_name(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F32 => "f32",
-        Dtype::F64 => "f64",
-        Dtype::F16 => "f16",
-        Dtype::Bf16 => "bf16",
-        Dtype::I8 => "i8",
-        Dtype::U8 => "u8",
-        Dtype::I32 => "i32",
-        Dtype::U32 => "u32",
-        Dtype::I64 => "i64",
-        Dtype::U64 => "u64",
-    }
-}
-
-fn op_name(op: Op) -> String {
-    format!("{op:?}").to_ascii_lowercase()
-}
-
-fn reduces(op: Op) -> bool {
-    matches!(
-        op,
-        Op::Allreduce | Op::Reduce | Op::Reducescatter | Op::Scan
-    )
-}
-
-fn rooted(op: Op) -> bool {
-    matches!(op, Op::Broadcast | Op::Reduce | Op::Gather | Op::Scatter)
-}
-
-fn header(a: &BenchArgs, n: usize, driver: &str) {
-    println!(
-        "# nexar bench: {}, {n} ranks in {driver}, dtype {}, up to {} timed runs ({} warmup) per size, budget {} B per size",
-        op_name(a.op),
-        dtype_name(a.dtype),
-        a.iters(),
-        a.warmup(),
-        a.budget_bytes
-    );
-    println!("# time: median over runs of the max over ranks (barrier before each run); busbw = algbw x {}", match a.op {
-        Op::Allreduce => "2(n-1)/n",
-        Op::Reducescatter | Op::Allgather | Op::Alltoall | Op::Gather | Op::Scatter => "(n-1)/n",
-        Op::Barrier => "0",
-        _ => "1",
-    });
-    println!("#");
-    println!(
-        "# {:>10} {:>12} {:>6} {:>6} {:>5} {:>11} {:>8} {:>8}  check",
-        "size", "count", "type", "redop", "root", "time", "algbw", "busbw"
-    );
-    println!(
-        "# {:>10} {:>12} {:>6} {:>6} {:>5} {:>11} {:>8} {:>8}",
-        "(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)"
-    );
-}
-
-fn print_row(a: &BenchArgs, n: usize, driver: &str, row: &Row) {
-    if a.json {
-        println!(
-            "{{\"op\":\"{}\",\"ranks\":{n},\"driver\":\"{driver}\",\"bytes\":{},\"count\":{},\"dtype\":\"{}\",\"time_us\":{:.3},\"algbw_gbps\":{:.6},\"busbw_gbps\":{:.6},\"check\":{}}}",
-            op_name(a.op),
-            row.bytes,
-            row.count,
-            dtype_name(a.dtype),
-            row.time_us,
-            row.algbw,
-            row.busbw,
-            json_string(&row.check)
-        );
-    } else {
-        let redop = if reduces(a.op) {
-            format!("{:?}", a.redop).to_ascii_lowercase()
-        } else {
-            "none".into()
-        };
-        let root = if rooted(a.op) { a.root as i64 } else { -1 };
-        println!(
-            "  {:>10} {:>12} {:>6} {:>6} {:>5} {:>11.1} {:>8.3} {:>8.3}  {}",
-            row.bytes,
-            row.count,
-            dtype_name(a.dtype),
-            redop,
-            root,
-            row.time_us,
-            row.algbw,
-            row.busbw,
-            row.check
-        );
-    }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -683,20 +450,5 @@ mod tests {
             (1 << 16, 1 << 20, 1 << 18)
         );
         assert_eq!(bus_factor(Op::Allreduce, 4), 1.5);
-    }
-
-    #[test]
-    fn json_escapes() {
-        assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
-    }
-
-    #[test]
-    fn values_are_exact_and_small() {
-        for r in 0..20 {
-            for i in 0..20 {
-                let v: f32 = value(r, i);
-                assert!((-4.0..=4.0).contains(&v));
-            }
-        }
     }
 }
