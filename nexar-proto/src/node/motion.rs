@@ -9,10 +9,13 @@
 //!   suspicion), so all survivors land on the same epoch, dead set and rank map;
 //! - traffic stamped with a later epoch than ours is held (bounded) and replayed once we
 //!   get there; traffic from an earlier epoch is dropped and counted.
+//!
+//! Checkpoints and leaves, the planned epoch changes, are in `checkpoint.rs`.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::checkpoint::Checkpoint;
 use super::{Command, Node, Role};
 use crate::codec::{Heartbeat, Message, RecoveryAgreed, RecoveryVote};
 use crate::collective::exec::Executor;
@@ -25,7 +28,7 @@ use crate::p2p::P2p;
 use crate::transport::{StreamClass, TransportEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+pub(super) enum State {
     Normal,
     /// Waiting for the seed's verdict; commands are held until then.
     Recovering {
@@ -39,28 +42,17 @@ enum State {
     Gone,
 }
 
-/// A `checkpoint()` or `leave()` on its way.
-#[derive(Debug, Clone, Copy)]
-struct Checkpoint {
-    op: OpId,
-    leave: bool,
-    /// The request is with the seed (sent once our collectives in flight are done).
-    sent: bool,
-    /// The agreement is applied; waiting for the joiners' connections.
-    meshing: bool,
-}
-
 /// The worker's failure-detection and recovery state.
 #[derive(Debug)]
 pub(super) struct Motion {
     policy: RecoveryPolicy,
     recovery_wait: Duration,
     liveness: Liveness,
-    state: State,
+    pub(super) state: State,
     /// Ranks (in the current epoch) found down and not yet resolved by an epoch change.
     suspected: BTreeSet<u32>,
     /// Commands issued after `checkpoint()`, started in order on the new world.
-    held: VecDeque<(OpId, Command)>,
+    pub(super) held: VecDeque<(OpId, Command)>,
     /// `Recover` commands waiting for the new epoch.
     recover_ops: Vec<OpId>,
     /// Traffic from a later epoch than ours, replayed once we reach it.
@@ -68,10 +60,10 @@ pub(super) struct Motion {
     future_bytes: usize,
     max_future_bytes: usize,
     /// Messages dropped because they belong to an earlier epoch.
-    stale: u64,
-    checkpoint: Option<Checkpoint>,
+    pub(super) stale: u64,
+    pub(super) checkpoint: Option<Checkpoint>,
     /// Checkpoints requested so far (the counter sent to the seed).
-    checkpoints: u64,
+    pub(super) checkpoints: u64,
 }
 
 impl Motion {
@@ -154,170 +146,6 @@ impl Node {
             State::Aborted { rank } => Err(CommandError::Aborted { rank }),
             State::Gone => Err(CommandError::NotMember),
         }
-    }
-
-    pub(super) fn hold(&mut self, op: OpId, command: Command) {
-        self.motion.held.push_back((op, command));
-    }
-
-    /// `Command::Checkpoint` / `Command::Leave`.
-    pub(super) fn checkpoint(&mut self, op: OpId, leave: bool) -> Result<(), CommandError> {
-        if self.motion.checkpoint.is_some() {
-            return Err(CommandError::MembershipBusy);
-        }
-        self.motion.checkpoint = Some(Checkpoint {
-            op,
-            leave,
-            sent: false,
-            meshing: false,
-        });
-        Ok(())
-    }
-
-    /// Send the checkpoint request once nothing of ours is in flight and no recovery is
-    /// under way (called after every input).
-    pub(super) fn drive_checkpoint(&mut self) {
-        let Some(cp) = self.motion.checkpoint else {
-            return;
-        };
-        if cp.sent || !matches!(self.motion.state, State::Normal) {
-            return;
-        }
-        if self.exec.as_ref().is_some_and(|e| e.in_flight() > 0) {
-            return;
-        }
-        let Some((me, _, epoch)) = self.membership_now() else {
-            return;
-        };
-        let Role::Worker(w) = &self.role else {
-            return;
-        };
-        let Some(conn) = w.seed_conn() else {
-            return;
-        };
-        self.motion.checkpoints += 1;
-        let msg = if cp.leave {
-            Message::Leave(crate::codec::Leave { epoch, rank: me })
-        } else {
-            Message::CheckpointRequest(crate::codec::CheckpointRequest {
-                epoch,
-                rank: me,
-                checkpoint: self.motion.checkpoints,
-            })
-        };
-        if self
-            .transport
-            .send(conn, StreamClass::Control, msg.to_frame())
-            .is_ok()
-        {
-            self.motion.checkpoint = Some(Checkpoint { sent: true, ..cp });
-        }
-    }
-
-    /// A mesh link came up: a checkpoint may be complete.
-    pub(super) fn mesh_changed(&mut self, now: Instant) {
-        let Some(cp) = self.motion.checkpoint else {
-            return;
-        };
-        let done = matches!(&self.role, Role::Worker(w) if w.all_connected());
-        if cp.meshing && done {
-            self.finish_checkpoint(now);
-        }
-    }
-
-    fn finish_checkpoint(&mut self, now: Instant) {
-        let Some(cp) = self.motion.checkpoint.take() else {
-            return;
-        };
-        if let Some((me, world, epoch)) = self.membership_now() {
-            self.complete(
-                cp.op,
-                Ok(Outcome::Checkpoint {
-                    epoch,
-                    rank: Some(me),
-                    world_size: world,
-                }),
-            );
-        }
-        self.release_held(now);
-    }
-
-    /// The seed's checkpoint agreement.
-    fn on_agreed(&mut self, now: Instant, agreed: crate::codec::CheckpointAgreed) {
-        let Some((me, _, epoch)) = self.membership_now() else {
-            return;
-        };
-        if agreed.old_epoch != epoch || !matches!(self.motion.state, State::Normal) {
-            self.motion.stale += 1;
-            return;
-        }
-        if agreed.leavers.contains(&me) {
-            let op = self.motion.checkpoint.take().map(|c| c.op);
-            if let Some(op) = op {
-                self.complete(
-                    op,
-                    Ok(Outcome::Checkpoint {
-                        epoch: agreed.new_epoch,
-                        rank: None,
-                        world_size: agreed.new_world_size,
-                    }),
-                );
-            }
-            self.stop(now, crate::membership::CLOSE_LEFT, None);
-            return;
-        }
-        if agreed.new_epoch == epoch {
-            // Nothing was pending: the checkpoint is a no-op agreement.
-            self.finish_checkpoint(now);
-            return;
-        }
-        let map: std::collections::BTreeMap<u32, u32> = agreed
-            .members
-            .iter()
-            .filter_map(|m| m.old_rank.map(|o| (o, m.new_rank)))
-            .collect();
-        let joiners: Vec<(u32, u32, std::net::SocketAddr)> = agreed
-            .members
-            .iter()
-            .filter(|m| m.old_rank.is_none())
-            .map(|m| (m.new_rank, m.member, m.addr))
-            .collect();
-        if !map.contains_key(&me) {
-            self.motion.stale += 1;
-            return;
-        }
-        match &mut self.role {
-            Role::Worker(w) => {
-                w.renumber(&map, agreed.new_epoch);
-                w.add_joiners(&joiners);
-            }
-            Role::Seed { .. } => return,
-        }
-        if !agreed.leavers.is_empty() {
-            // Ranks moved: receives posted under the old numbering are withdrawn.
-            for op in self.p2p.take_all_posted() {
-                self.complete(
-                    op,
-                    Err(OpError::EpochChanged {
-                        epoch: agreed.new_epoch,
-                    }),
-                );
-            }
-        }
-        self.enter_epoch(now, &map, !agreed.leavers.is_empty());
-        let (rank, world) = self.membership_now().map_or((0, 0), |(r, w, _)| (r, w));
-        self.events.push_back(Event::EpochChanged {
-            epoch: agreed.new_epoch,
-            rank,
-            world_size: world,
-            dead: Vec::new(),
-            left: agreed.leavers.clone(),
-            joined: joiners.iter().map(|j| j.0).collect(),
-        });
-        if let Some(cp) = &mut self.motion.checkpoint {
-            cp.meshing = true;
-        }
-        self.mesh_changed(now);
     }
 
     /// `Command::Recover`: start (or join) a recovery round now.
@@ -651,24 +479,12 @@ impl Node {
         self.release_held(now);
     }
 
-    /// Start held commands in order, unless a checkpoint is still under way.
-    fn release_held(&mut self, now: Instant) {
-        while matches!(self.motion.state, State::Normal) && self.motion.checkpoint.is_none() {
-            let Some((op, command)) = self.motion.held.pop_front() else {
-                break;
-            };
-            if let Err(error) = self.start(now, op, command) {
-                self.complete(op, Err(OpError::Refused { error }));
-            }
-        }
-    }
-
     /// Stop being a member: fail everything, close every connection, say why.
     fn leave_cluster(&mut self, now: Instant, why: Event) {
         self.stop(now, 0, Some(why));
     }
 
-    fn stop(&mut self, now: Instant, code: u64, why: Option<Event>) {
+    pub(super) fn stop(&mut self, now: Instant, code: u64, why: Option<Event>) {
         self.motion.state = State::Gone;
         if let Some(cp) = self.motion.checkpoint.take() {
             self.complete(cp.op, Err(OpError::NotMember));
@@ -705,12 +521,12 @@ impl Node {
         }
     }
 
-    fn complete(&mut self, op: OpId, outcome: Result<Outcome, OpError>) {
+    pub(super) fn complete(&mut self, op: OpId, outcome: Result<Outcome, OpError>) {
         self.events.push_back(Event::Completed { op, outcome });
     }
 
     /// (rank, world size, epoch) once welcomed.
-    fn membership_now(&self) -> Option<(u32, u32, u64)> {
+    pub(super) fn membership_now(&self) -> Option<(u32, u32, u64)> {
         match &self.role {
             Role::Worker(w) => w.membership().map(|m| (m.rank, m.world_size, m.epoch)),
             Role::Seed { .. } => None,
