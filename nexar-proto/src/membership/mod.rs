@@ -8,6 +8,7 @@
 pub(crate) mod coordinator;
 mod elastic;
 pub(crate) mod liveness;
+mod mesh;
 pub(crate) mod proof;
 mod restart;
 pub(crate) mod seed;
