@@ -1,0 +1,254 @@
+//! Commands: what the application asks a node to do, and starting each one.
+//!
+//! A module of its own because the command vocabulary (`Command`) and the code that
+//! admits and starts a command on the current membership are one concept, apart from
+//! the node's construction, getters and run-loop outputs (`mod.rs`). Commands held
+//! behind a checkpoint are started here too, later (`checkpoint.rs`).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{send_error, Node};
+use crate::codec::{CollectiveKind, Message, ReduceOp, RpcStatus, Tagged};
+use crate::collective::{Buffer, CommId};
+use crate::error::CommandError;
+use crate::event::{Event, OpId, Outcome};
+use crate::rpc::RpcRequestId;
+use crate::transport::StreamClass;
+
+/// What a node is asked to do. Each accepted command returns an [`OpId`]; its result
+/// arrives later as [`Event::Completed`] with that id.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Send `data` to rank `to` under `tag`. Completes with `Outcome::Sent` once QUIC has
+    /// taken the bytes.
+    Send {
+        /// Destination rank (may be our own).
+        to: u32,
+        /// Matching tag.
+        tag: u64,
+        /// The payload.
+        data: Bytes,
+    },
+    /// Receive the next message from rank `from` under `tag` (in the order sent).
+    Recv {
+        /// Source rank (may be our own).
+        from: u32,
+        /// Matching tag.
+        tag: u64,
+    },
+    /// Run a collective on a communicator; completes with `Outcome::Collective`.
+    ///
+    /// `count` means, per kind: the buffer's elements (allreduce, reduce, broadcast, scan,
+    /// exclusive scan); each rank's block (allgather, reduce-scatter, gather, scatter,
+    /// all-to-all); 0 (barrier). `input` holds what this rank contributes: `count`
+    /// elements, or `size × count` for reduce-scatter and all-to-all and for the scatter
+    /// root, nothing for broadcast and scatter non-roots and barrier. Where the output is
+    /// larger (all-gather, gather at the root, broadcast and scatter away from the root),
+    /// `input` may instead be the output-sized buffer with this rank's contribution
+    /// already in its place (MPI_IN_PLACE): it is received into, and the output is
+    /// neither allocated nor zero-filled ([`Layout::in_place`](crate::collective::plan::Layout::in_place)).
+    /// Every rank must issue the same
+    /// collectives in the same order on a communicator (as in MPI and NCCL); if they do
+    /// not, every rank gets `OpError::Mismatch` rather than a hang.
+    Collective {
+        /// The communicator (`CommId::WORLD` for all ranks).
+        comm: CommId,
+        /// Which collective.
+        kind: CollectiveKind,
+        /// The reduction (`ReduceOp::None` for kinds that do not reduce).
+        op: ReduceOp,
+        /// The root rank within the communicator (ignored where there is none).
+        root: u32,
+        /// Elements per rank, as above.
+        count: usize,
+        /// This rank's input.
+        input: Buffer,
+    },
+    /// MPI_Comm_split over `comm`: ranks passing the same `color` form a new
+    /// communicator, ordered by (`key`, parent rank); `None` joins none.
+    Split {
+        /// The parent communicator.
+        comm: CommId,
+        /// The group to join, if any.
+        color: Option<u32>,
+        /// Ordering within the group.
+        key: i64,
+    },
+    /// Start (or join) a recovery round now: under the manual policy, after
+    /// `Event::PeerDown`. Completes with `Outcome::Checkpoint` on the new epoch.
+    Recover,
+    /// Every rank calls this at the same point: pending joins and leaves take effect in
+    /// one agreed epoch change. It waits for this rank's collectives in flight to finish
+    /// (so a resize never cuts one), and commands issued after it wait for the new world.
+    /// Completes with `Outcome::Checkpoint` once the new mesh is up.
+    Checkpoint,
+    /// Leave the cluster at the next checkpoint (this counts as our call to it), without
+    /// tripping anyone's failure detection. Completes with `Outcome::Checkpoint { rank:
+    /// None, .. }`; the node does nothing more.
+    Leave,
+    /// Call the function registered under `fn_id` on rank `to` (may be our own) with
+    /// `payload`. Completes with `Outcome::Rpc` carrying the answer, or fails with
+    /// `OpError::RpcFailed` (the target answered another status: unknown function,
+    /// handler error, overloaded), `OpError::PeerLost` (the target is gone) or
+    /// `OpError::RpcTimeout` (no answer within `timeout`; `None` waits until an answer
+    /// or the target's loss).
+    Rpc {
+        /// The target rank.
+        to: u32,
+        /// The function to call there.
+        fn_id: u32,
+        /// The arguments (at most `Node::max_rpc_payload` bytes).
+        payload: Bytes,
+        /// How long to wait for the answer.
+        timeout: Option<Duration>,
+    },
+    /// Answer the request of an `Event::RpcRequest`. `status` other than `Ok` fails the
+    /// caller's call with `OpError::RpcFailed` carrying `payload`. Completes with
+    /// `Outcome::Sent` once QUIC has taken the answer; a refused answer (too large,
+    /// backpressure) leaves the request pending, to be answered again.
+    RpcRespond {
+        /// The `request` of the event.
+        request: RpcRequestId,
+        /// The outcome to report.
+        status: RpcStatus,
+        /// The result, or the error detail (at most `Node::max_rpc_payload` bytes).
+        payload: Bytes,
+    },
+}
+
+impl Node {
+    /// Start an operation. Errors mean nothing was started.
+    ///
+    /// After `Command::Checkpoint` commands are accepted and held; they start on the new
+    /// world, in order, once it is agreed. During a recovery they are refused
+    /// (`CommandError::Recovering`).
+    pub fn command(&mut self, now: Instant, command: Command) -> Result<OpId, CommandError> {
+        let now = self.clock(now);
+        let membership = matches!(
+            command,
+            Command::Recover | Command::Checkpoint | Command::Leave
+        );
+        // Recover, checkpoint and leave are taken during a recovery too: they wait for it.
+        let runnable = match self.admit() {
+            Err(CommandError::Recovering) if membership => false,
+            other => other?,
+        };
+        self.ready_membership()?;
+        let op = self.op();
+        let result = if matches!(command, Command::Recover) {
+            self.recover(now, op)
+        } else if matches!(command, Command::Checkpoint | Command::Leave) {
+            self.checkpoint(op, matches!(command, Command::Leave))
+        } else if runnable {
+            self.start(now, op, command)
+        } else {
+            self.hold(op, command);
+            Ok(())
+        };
+        self.process(now);
+        result.map(|()| op)
+    }
+
+    /// Run a command under the id `op` on the current membership.
+    pub(super) fn start(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        command: Command,
+    ) -> Result<(), CommandError> {
+        let (me, world, epoch) = self.ready_membership()?;
+        match command {
+            Command::Send { to, tag, data } => {
+                check_rank(to, world)?;
+                // A frame over the decoder's limit would be refused by the receiver and
+                // cut the connection: refuse it here, typed, before anything is queued.
+                let limit = self.max_message();
+                if data.len() > limit {
+                    return Err(CommandError::MessageTooLarge {
+                        len: data.len(),
+                        limit,
+                    });
+                }
+                if to == me {
+                    let seq = self.p2p.next_seq(to, tag);
+                    self.deliver_tagged(now, me, tag, seq, data);
+                } else {
+                    let conn = self.conn_of(to)?;
+                    // Take the number only once the frame is queued: a refused send must
+                    // leave no gap, which the receiver would take for a broken peer.
+                    let seq = self.p2p.peek_seq(to, tag);
+                    let frame = Message::Tagged(Tagged {
+                        epoch,
+                        tag,
+                        seq,
+                        payload: data,
+                    })
+                    .to_frame();
+                    self.transport
+                        .send(conn, StreamClass::P2p, frame)
+                        .map_err(|e| send_error(to, e))?;
+                    self.p2p.next_seq(to, tag);
+                }
+                self.events.push_back(Event::Completed {
+                    op,
+                    outcome: Ok(Outcome::Sent),
+                });
+            }
+            Command::Recv { from, tag } => {
+                check_rank(from, world)?;
+                if let Some(event) = self.p2p.post(op, from, tag) {
+                    self.events.push_back(event);
+                    self.resume_reading(from);
+                }
+            }
+            Command::Collective {
+                comm,
+                kind,
+                op: reduce,
+                root,
+                count,
+                input,
+            } => {
+                let mut out = Vec::new();
+                let exec = self.exec.as_mut().ok_or(CommandError::NotReady)?;
+                exec.start(now, op, comm, kind, reduce, root, count, input, &mut out)?;
+                self.apply_exec(out);
+            }
+            Command::Split { comm, color, key } => {
+                let mut out = Vec::new();
+                let exec = self.exec.as_mut().ok_or(CommandError::NotReady)?;
+                exec.split(now, op, comm, color, key, &mut out)?;
+                self.apply_exec(out);
+            }
+            Command::Rpc {
+                to,
+                fn_id,
+                payload,
+                timeout,
+            } => {
+                check_rank(to, world)?;
+                self.start_rpc(now, op, me, to, fn_id, payload, timeout)?;
+            }
+            Command::RpcRespond {
+                request,
+                status,
+                payload,
+            } => self.rpc_respond(op, me, request, status, payload)?,
+            Command::Recover => self.recover(now, op)?,
+            Command::Checkpoint => self.checkpoint(op, false)?,
+            Command::Leave => self.checkpoint(op, true)?,
+        }
+        Ok(())
+    }
+}
+
+fn check_rank(rank: u32, world_size: u32) -> Result<(), CommandError> {
+    if rank < world_size {
+        Ok(())
+    } else {
+        Err(CommandError::UnknownRank { rank, world_size })
+    }
+}
