@@ -12,6 +12,7 @@
 //! rank sees every differing fingerprint and fails with `Mismatch`, instead of hanging.
 
 mod mismatch;
+mod start;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,15 +22,13 @@ use bytes::Bytes;
 
 use super::buffer::Buffer;
 use super::comm::{CommId, Communicator};
-use super::flight::{FlightEntry, FlightRecorder, FlightState};
+use super::flight::{FlightRecorder, FlightState};
 use super::plan_cache::PlanCache;
 use super::running::{InChunk, OutChunk, Running, Violation};
-use super::select::{select, CollectiveConfig};
-use super::spec::{layout_of, CollectiveSpec};
-use crate::codec::{Chunk, CollectiveKind, Fingerprint, Message, Pieces, ReduceOp};
-use crate::error::{CommandError, OpError};
+use super::select::CollectiveConfig;
+use crate::codec::{Chunk, Message, Pieces};
+use crate::error::OpError;
 use crate::event::{OpId, Outcome};
-use validate::validate;
 
 /// Step number of an abort chunk (no plan has this many steps).
 pub(crate) const ABORT_STEP: u32 = u32::MAX;
@@ -128,194 +127,6 @@ impl Executor {
     /// Size and our rank in a communicator.
     pub(crate) fn comm_info(&self, comm: CommId) -> Option<(u32, u32)> {
         self.comms.get(&comm).map(|c| (c.size(), c.me))
-    }
-
-    /// Start a collective. `input` is the user's data (its length is checked against the
-    /// layout); the result comes back in `Completed` as `Outcome::Collective`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start(
-        &mut self,
-        now: Instant,
-        id: OpId,
-        comm: CommId,
-        kind: CollectiveKind,
-        op: ReduceOp,
-        root: u32,
-        count: usize,
-        input: Buffer,
-        out: &mut Vec<ExecOutput>,
-    ) -> Result<(), CommandError> {
-        self.start_purpose(
-            now,
-            id,
-            comm,
-            kind,
-            op,
-            root,
-            count,
-            input,
-            Purpose::User,
-            out,
-        )
-    }
-
-    /// MPI_Comm_split over `comm`: an allgather of (colour, key), then a local decision.
-    pub(crate) fn split(
-        &mut self,
-        now: Instant,
-        id: OpId,
-        comm: CommId,
-        color: Option<u32>,
-        key: i64,
-        out: &mut Vec<ExecOutput>,
-    ) -> Result<(), CommandError> {
-        let parent_seq = self
-            .comms
-            .get(&comm)
-            .ok_or(CommandError::UnknownCommunicator { comm })?
-            .next_seq;
-        let color = color.map_or(u64::MAX, u64::from);
-        let input = Buffer::from_vec(vec![color, key as u64]);
-        let purpose = Purpose::Split { parent_seq };
-        self.start_purpose(
-            now,
-            id,
-            comm,
-            CollectiveKind::AllGather,
-            ReduceOp::None,
-            0,
-            2,
-            input,
-            purpose,
-            out,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn start_purpose(
-        &mut self,
-        now: Instant,
-        id: OpId,
-        comm_id: CommId,
-        kind: CollectiveKind,
-        op: ReduceOp,
-        root: u32,
-        count: usize,
-        input: Buffer,
-        purpose: Purpose,
-        out: &mut Vec<ExecOutput>,
-    ) -> Result<(), CommandError> {
-        let comm = self
-            .comms
-            .get(&comm_id)
-            .ok_or(CommandError::UnknownCommunicator { comm: comm_id })?;
-        let me = comm.me;
-        let spec = CollectiveSpec {
-            kind,
-            dtype: input.dtype(),
-            op,
-            count,
-            root,
-        };
-        validate(&spec, comm.size())?;
-        let algorithm = select(&spec, comm.size(), &self.config.collective);
-        let (size, me_in_comm) = (comm.size(), comm.me);
-        let plan = self
-            .plans
-            .get(&spec, size, me_in_comm, algorithm)
-            .map_err(|e| CommandError::InvalidCollective {
-                detail: e.to_string(),
-            })?;
-        let layout = layout_of(&spec, size, me_in_comm, plan.buffer_len);
-        let in_place = layout.in_place(input.len());
-        if input.len() != layout.input.len() && !in_place {
-            return Err(CommandError::BufferLength {
-                expected: layout.input.len(),
-                got: input.len(),
-            });
-        }
-        // The input is the working buffer when it covers it (allreduce, broadcast,
-        // reduce) or when it is the output passed in place: no second allocation, no
-        // zero-filling and no copy of the user's data.
-        let mut buf = if layout.input == (0..layout.buffer_len)
-            || (in_place && input.len() == layout.buffer_len)
-        {
-            input
-        } else {
-            let from = if in_place {
-                layout.input.clone()
-            } else {
-                0..input.len()
-            };
-            let mut buf = input.zeros_like(layout.buffer_len);
-            buf.copy_from(layout.input.start, &input, from);
-            buf
-        };
-        if !layout.fill_identity.is_empty() {
-            buf.fill_identity(layout.fill_identity.clone(), op);
-        }
-        let seq = comm.next_seq;
-        if let Some(err) = self.poisoned.remove(&comm_id.0) {
-            out.push(ExecOutput::Completed {
-                op: id,
-                outcome: Err(err),
-            });
-            return Ok(());
-        }
-        if let Some(c) = self.comms.get_mut(&comm_id) {
-            c.next_seq += 1;
-        }
-        let fp = Fingerprint {
-            kind,
-            dtype: spec.dtype,
-            op,
-            count: count as u64,
-            root,
-            algorithm,
-        };
-        self.flight.start(FlightEntry {
-            comm: comm_id.0,
-            seq,
-            kind,
-            dtype: spec.dtype,
-            op,
-            count: count as u64,
-            root,
-            algorithm,
-            started: now.saturating_duration_since(self.started),
-            state: FlightState::Running { step: 0 },
-        });
-        let seg = (self.config.collective.segment_bytes / spec.dtype.size()).max(1);
-        let run = Running::new(
-            spec, fp, comm_id.0, seq, self.epoch, plan, layout, buf, seg, me,
-        );
-        let deadline = now + self.config.timeout;
-        self.ops.insert(
-            (comm_id.0, seq),
-            Op {
-                id,
-                purpose,
-                deadline,
-                run,
-            },
-        );
-        let mut sends = Vec::new();
-        let mut result = Ok(());
-        if let Some(op) = self.ops.get_mut(&(comm_id.0, seq)) {
-            op.run.begin(&mut sends);
-            // Steps with nothing to receive (a root's sends) complete at once.
-            result = op.run.settle(&mut sends);
-        }
-        self.after_progress(comm_id.0, seq, sends, result, out);
-        // Chunks that came before we started, in arrival order.
-        if let Some(early) = self.early.chunks.remove(&(comm_id.0, seq)) {
-            for (from, chunk) in early {
-                self.early.bytes -= chunk.payload.len();
-                self.on_chunk(from, chunk, out);
-            }
-            self.maybe_resume(out);
-        }
-        Ok(())
     }
 
     /// A chunk from world rank `from`.
