@@ -7,7 +7,7 @@
 //! - per size: `warmup` untimed runs, then `iters` timed runs, where
 //!   `iters = clamp(budget / size, 10, 200)` as coll_bench.c's (1000 timed and 50 untimed
 //!   barriers), and the warmup is cut by the budget too, so a 64 MiB row does not take
-//!   minutes;
+//!   minutes; the first size's warmup is [`FIRST_WARMUP`] runs unless `--warmup` is given;
 //! - each timed run: prepare the input (untimed), barrier, then time the operation alone
 //!   on every rank; the run's time is the **max over ranks** (one all-reduce(max) after
 //!   the loop, so it does not disturb the timed runs), the row's time the **median** over
@@ -65,7 +65,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub min_iters: usize,
     /// Untimed runs per size before the timed ones, at most. Default: 5, or 50 for the
-    /// barrier, as `coll_bench.c`.
+    /// barrier, as `coll_bench.c`, and 1000 for the first size.
     #[arg(long)]
     pub warmup: Option<usize>,
     /// Bytes per size that bound the timed runs:
@@ -85,11 +85,21 @@ impl BenchArgs {
             .unwrap_or(if self.op == Op::Barrier { 1000 } else { 200 })
     }
 
-    fn warmup(&self) -> usize {
+    /// Untimed runs before the size at `index` of the sweep, before the budget cuts them.
+    fn warmup(&self, index: usize) -> usize {
+        let per_size = if self.op == Op::Barrier { 50 } else { 5 };
         self.warmup
-            .unwrap_or(if self.op == Op::Barrier { 50 } else { 5 })
+            .unwrap_or(if index == 0 { FIRST_WARMUP } else { per_size })
     }
 }
+
+/// Default warmup of a sweep's first size. After formation, whose handshakes leave the
+/// threads idle for moments, this VM's vCPUs take tens of milliseconds of load to come
+/// back to full speed (runs 5-25 after formation took 88-260 µs at 8 B in 4 sweeps of
+/// 16, and more often after a 50 ms sleep), while coll_bench.c's ranks busy-poll and never
+/// idle. Five warmups left the first row (8 B) at 63-100 µs in 3 sweeps of 10 while the
+/// rows after it took 56-59; with 1000 (about 60 ms at 8 B), at most 59 in 10.
+const FIRST_WARMUP: usize = 1000;
 
 /// The collectives the bench knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -252,12 +262,12 @@ async fn sweep<T: BenchElem, C: Rank>(
     }
     let mut all_ok = true;
     c.barrier().await?;
-    for (count, bytes, count_col) in sizes {
+    for (index, (count, bytes, count_col)) in sizes.into_iter().enumerate() {
         let per = bytes.max(1);
         let iters = (a.budget_bytes / per)
             .max(a.min_iters)
             .min(a.iters().max(1));
-        let warmup = (a.budget_bytes / 4 / per).max(1).min(a.warmup());
+        let warmup = (a.budget_bytes / 4 / per).max(1).min(a.warmup(index));
         if lead && bytes >= 1 << 20 {
             eprintln!(
                 "# {:?} {} B: {warmup} warmup + {iters} timed runs ...",
@@ -450,5 +460,28 @@ mod tests {
             (1 << 16, 1 << 20, 1 << 18)
         );
         assert_eq!(bus_factor(Op::Allreduce, 4), 1.5);
+    }
+
+    fn args(line: &[&str]) -> BenchArgs {
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        <Line as clap::Parser>::parse_from(std::iter::once("bench").chain(line.iter().copied()))
+            .bench
+    }
+
+    #[test]
+    fn the_first_size_warms_up_longer_unless_told() {
+        let a = args(&["allreduce"]);
+        assert_eq!(
+            (a.warmup(0), a.warmup(1), a.warmup(7)),
+            (FIRST_WARMUP, 5, 5)
+        );
+        let b = args(&["barrier"]);
+        assert_eq!((b.warmup(0), b.warmup(1)), (FIRST_WARMUP, 50));
+        let c = args(&["allreduce", "--warmup", "0"]);
+        assert_eq!((c.warmup(0), c.warmup(3)), (0, 0));
     }
 }

@@ -35,11 +35,12 @@ fn rooted(op: Op) -> bool {
 
 pub(super) fn header(a: &BenchArgs, n: usize, driver: &str) {
     println!(
-        "# nexar bench: {}, {n} ranks in {driver}, dtype {}, up to {} timed runs ({} warmup) per size, budget {} B per size",
+        "# nexar bench: {}, {n} ranks in {driver}, dtype {}, up to {} timed runs ({} warmup, {} before the first size) per size, budget {} B per size",
         op_name(a.op),
         dtype_name(a.dtype),
         a.iters(),
-        a.warmup(),
+        a.warmup(1),
+        a.warmup(0),
         a.budget_bytes
     );
     println!("# time: median over runs of the max over ranks (barrier before each run); busbw = algbw x {}", match a.op {
