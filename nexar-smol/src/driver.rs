@@ -1,5 +1,6 @@
 //! The smol driver: one UDP socket, one timer and the request channel around one
-//! [`NodeHost`], in one task on smol's global executor.
+//! [`NodeHost`], in one task on smol's global executor (or this thread's, in
+//! [`block_on_local`]).
 //!
 //! It moves bytes and time and nothing else, as `nexar-tokio`'s driver does (same socket
 //! buffers and socket calls (`udp.rs`: GSO, GRO, ECN through quinn-udp), same bounded
@@ -16,15 +17,17 @@
 //! driver waits for async-io's readiness report ([`LOOKS`]), which costs several system
 //! calls and a thread wake-up each time where tokio's costs none.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::UdpSocket;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use smol::stream::StreamExt;
-use smol::{Async, Timer};
+use smol::{Async, Executor, Task, Timer};
 use tracing::Instrument;
 
 use crate::api::{Inbox, NexarError, NodeHost, Outgoing, Request, RECV_BURST, SOCKET_BUFFER};
@@ -45,13 +48,46 @@ pub(crate) fn spawn(socket: UdpSocket, host: NodeHost, inbox: Inbox) -> Result<(
     // Makes the socket non-blocking and registers it with async-io's reactor.
     let socket = Async::new(socket).map_err(|e| NexarError::io("registering the socket", e))?;
     let span = host.span().clone();
-    smol::spawn(run(socket, udp, host, inbox).instrument(span)).detach();
+    spawn_task(run(socket, udp, host, inbox).instrument(span));
     Ok(())
 }
 
-/// Run `task` detached on smol's global executor (RPC handlers).
+/// Run `task` detached (drivers and RPC handlers), where [`spawn_here`] would.
 pub(crate) fn spawn_task(task: impl Future<Output = ()> + Send + 'static) {
-    smol::spawn(task).detach();
+    spawn_here(task).detach();
+}
+
+/// Start `future` as a task: inside [`block_on_local`] on that thread's executor, beside
+/// the drivers of the nodes created there; elsewhere on smol's global executor, as
+/// [`smol::spawn`].
+pub fn spawn_here<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> Task<T> {
+    match LOCAL.with_borrow(Option::clone) {
+        Some(executor) => executor.spawn(future),
+        None => smol::spawn(future),
+    }
+}
+
+thread_local! {
+    /// The executor of the [`block_on_local`] running on this thread, if any.
+    static LOCAL: RefCell<Option<Arc<Executor<'static>>>> = const { RefCell::new(None) };
+}
+
+/// Run `future` to completion on this thread with an executor of its own: every node
+/// created inside it (by [`Client::join`](crate::Client::join), [`Seed::bind`](crate::Seed::bind), ...)
+/// has its driver and its RPC handlers on that executor, so they stay on this thread
+/// instead of moving between smol's global executor threads.
+///
+/// For several ranks in one process on a few cores: one thread per core, each with
+/// `block_on_local` and a block of ranks, keeps a rank's driver and the tasks it wakes on
+/// one core; only datagrams cross between cores. The `nexar` CLI's `local --driver smol`
+/// runs this way; see its `local` module for the measurements. Tasks still running when
+/// `future` completes are dropped with the executor, so shut the nodes down inside.
+pub fn block_on_local<T>(future: impl Future<Output = T>) -> T {
+    let executor = Arc::new(Executor::new());
+    let outer = LOCAL.replace(Some(executor.clone()));
+    let output = smol::block_on(executor.run(future));
+    LOCAL.set(outer);
+    output
 }
 
 /// The one input the loop got while waiting.

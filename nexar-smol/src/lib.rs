@@ -34,7 +34,8 @@
 //! [`smol::block_on`], a `smol::Executor`, even another runtime); no runtime context is
 //! needed. The global executor runs on `SMOL_THREADS` threads (one unless that variable is
 //! set when the executor first starts): with several nodes in one process, set it to the
-//! number of cores so that they use all of them.
+//! number of cores so that they use all of them, or, faster for small messages, run a
+//! block of nodes per core, each block in [`block_on_local`] on a thread of its own.
 //!
 //! Across processes: one [`Seed::bind`] prints a [`JoinTicket`]; every rank calls
 //! [`Client::join`] with it (or [`join_from_env`] under a launcher; see [`LaunchEnv`]).
@@ -71,6 +72,7 @@ pub use api::{
     bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,
     Pending, PendingCollective, Seed, LINGER_QUIET, LOOPBACK_INITIAL_RTT, LOOPBACK_MAX_UDP_PAYLOAD,
 };
+pub use driver::{block_on_local, spawn_here};
 pub use env::{join_from_env, LaunchEnv};
 pub use membership::{Membership, MembershipEvents};
 pub use nexar_proto::codec::{DType, ReduceOp, RpcStatus};

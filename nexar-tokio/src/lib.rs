@@ -42,8 +42,10 @@
 //! Layout: `api/` is the runtime-agnostic part (handles, requests, the node host) and is
 //! shared verbatim with `nexar-smol`, as is `rpc.rs` (RPC handlers and calls);
 //! `driver.rs` is the tokio loop; `env.rs` reads launcher variables. Each node runs in its
-//! own task, so on a multi-thread runtime ranks in one process use all cores, and on a
-//! current-thread runtime everything still works.
+//! own task, on the runtime that created it: on a multi-thread runtime ranks in one
+//! process use all cores; for small messages it is faster to give each core a thread with
+//! a current-thread runtime and a block of consecutive ranks, so that no rank's tasks
+//! move between cores (what `nexar local` does; see its `local` module).
 
 mod api;
 mod driver;

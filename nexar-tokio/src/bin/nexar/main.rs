@@ -10,6 +10,7 @@
 //! Logging: `NEXAR_LOG=debug` (or info, trace, ...) writes tracing output to stderr.
 
 mod bench;
+mod local;
 mod malloc;
 mod rank;
 mod resilient;
@@ -21,9 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use nexar_tokio::{
-    bootstrap_local, Client, Config, EnvError, JoinTicket, LaunchEnv, RecoveryPolicy, Seed,
-};
+use nexar_tokio::{Client, Config, EnvError, JoinTicket, LaunchEnv, RecoveryPolicy, Seed};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -128,10 +127,13 @@ struct LocalArgs {
     /// Number of ranks.
     #[arg(long, default_value_t = 4)]
     ranks: u32,
-    /// Which driver runs the nodes. smol (feature smol-driver) runs them on smol's global
-    /// executor with SMOL_THREADS threads (default here: one per core, as tokio's).
+    /// Which driver runs the nodes (smol needs the feature smol-driver).
     #[arg(long, value_enum, default_value_t = Driver::Tokio)]
     driver: Driver,
+    /// Threads the ranks run on, each with its own single-threaded executor and a block of
+    /// consecutive ranks [default: one per core, at most one per rank].
+    #[arg(long)]
+    threads: Option<usize>,
     #[command(subcommand)]
     job: Job,
 }
@@ -156,13 +158,9 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        // No tokio runtime at all: smol's executor runs the nodes and the jobs.
-        #[cfg(feature = "smol-driver")]
-        Cmd::Local(args) if args.driver == Driver::Smol => {
-            smol_threads_per_core();
-            smol::block_on(local_smol(args))
-        }
-        command => on_tokio(command),
+        Cmd::Local(args) => local(args),
+        Cmd::Seed(args) => on_tokio(seed(args)),
+        Cmd::Worker(args) => on_tokio(worker(args)),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -174,18 +172,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn on_tokio(command: Cmd) -> Result<bool, Error> {
+/// A seed or a worker: one node, on a multi-thread runtime.
+fn on_tokio(job: impl std::future::Future<Output = Result<bool, Error>>) -> Result<bool, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    runtime.block_on(async {
-        match command {
-            Cmd::Seed(args) => seed(args).await,
-            Cmd::Worker(args) => worker(args).await,
-            Cmd::Local(args) => local(args).await,
-        }
-    })
+    runtime.block_on(job)
 }
 
 fn init_logging() {
@@ -350,99 +343,26 @@ async fn worker(args: WorkerArgs) -> Result<bool, Error> {
     Ok(ok)
 }
 
-/// How long `bootstrap_local` took (seed, every join, the full mesh), on stderr so that
-/// the bench's `--json` rows stay the only lines on stdout.
-fn report_formation(ranks: u32, started: std::time::Instant) {
+/// How long formation took (the seed, every join, the full mesh), on stderr so that the
+/// bench's `--json` rows stay the only lines on stdout.
+fn report_formation(ranks: u32, took: std::time::Duration) {
     eprintln!(
         "# formed {ranks} ranks in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1e3
+        took.as_secs_f64() * 1e3
     );
 }
 
-async fn local(args: LocalArgs) -> Result<bool, Error> {
-    if args.driver == Driver::Smol {
-        return Err("the smol driver is not built into this binary (feature smol-driver)".into());
-    }
-    let started = std::time::Instant::now();
-    let (seed, clients) = bootstrap_local(args.ranks).await?;
-    report_formation(args.ranks, started);
-    let job = std::sync::Arc::new(args.job);
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|client| {
-            let job = job.clone();
-            tokio::spawn(async move {
-                let result = run_job(&client, &job, "tokio").await;
-                client.shutdown().await;
-                result
-            })
-        })
-        .collect();
-    let mut ok = true;
-    let mut first_error = None;
-    for task in tasks {
-        match task.await {
-            Ok(Ok(passed)) => ok &= passed,
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e.to_string().into());
-            }
+/// `nexar local` on the chosen driver (see the `local` module).
+fn local(args: LocalArgs) -> Result<bool, Error> {
+    let threads = local::threads(args.threads);
+    match args.driver {
+        Driver::Tokio => local::run_tokio(args.ranks, threads, args.job),
+        #[cfg(feature = "smol-driver")]
+        Driver::Smol => local::run_smol(args.ranks, threads, args.job),
+        #[cfg(not(feature = "smol-driver"))]
+        Driver::Smol => {
+            Err("the smol driver is not built into this binary (feature smol-driver)".into())
         }
-    }
-    seed.shutdown().await;
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(ok),
-    }
-}
-
-/// `local --driver smol`: [`local`] on nexar-smol, run under `smol::block_on`; the drivers
-/// and the ranks' jobs are tasks of smol's global executor.
-#[cfg(feature = "smol-driver")]
-async fn local_smol(args: LocalArgs) -> Result<bool, Error> {
-    let started = std::time::Instant::now();
-    let (seed, clients) = nexar_smol::bootstrap_local(args.ranks).await?;
-    report_formation(args.ranks, started);
-    let job = std::sync::Arc::new(args.job);
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|client| {
-            let job = job.clone();
-            smol::spawn(async move {
-                let result = run_job(&client, &job, "smol").await;
-                client.shutdown().await;
-                result
-            })
-        })
-        .collect();
-    let mut ok = true;
-    let mut first_error = None;
-    for task in tasks {
-        match task.await {
-            Ok(passed) => ok &= passed,
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    seed.shutdown().await;
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(ok),
-    }
-}
-
-/// smol's global executor runs on `SMOL_THREADS` threads, one if unset; tokio's runtime
-/// here has one worker per core. Give smol the same unless the user chose, so that
-/// `--driver` compares drivers, not thread counts.
-#[cfg(feature = "smol-driver")]
-fn smol_threads_per_core() {
-    if std::env::var_os("SMOL_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Called before smol or any runtime starts: no other thread reads the environment.
-        std::env::set_var("SMOL_THREADS", cores.to_string());
     }
 }
 
