@@ -98,6 +98,8 @@ pub fn select(spec: &CollectiveSpec, world: u32, config: &CollectiveConfig) -> A
         CollectiveKind::Gather | CollectiveKind::Scatter => A::BinomialTree,
         CollectiveKind::AllToAll => A::Pairwise,
         CollectiveKind::Scan | CollectiveKind::ExclusiveScan => A::RecursiveDoubling,
+        // Fewer steps than recursive doubling's fold in and out otherwise.
+        CollectiveKind::Barrier if world.is_power_of_two() => A::RecursiveDoubling,
         CollectiveKind::Barrier => A::Dissemination,
     }
 }
@@ -161,5 +163,17 @@ mod tests {
         assert_eq!(select(&large, 8, &c), Algorithm::Pipelined);
         assert_eq!(select(&large, 2, &c), Algorithm::Pipelined);
         assert_eq!(select(&large, 1, &c), Algorithm::BinomialTree);
+    }
+
+    #[test]
+    fn barriers_pair_up_in_powers_of_two_and_disseminate_otherwise() {
+        let c = CollectiveConfig::default();
+        let b = spec(CollectiveKind::Barrier, DType::U8, 0);
+        for world in [1, 2, 4, 8, 64] {
+            assert_eq!(select(&b, world, &c), Algorithm::RecursiveDoubling);
+        }
+        for world in [3, 5, 6, 7, 63] {
+            assert_eq!(select(&b, world, &c), Algorithm::Dissemination);
+        }
     }
 }

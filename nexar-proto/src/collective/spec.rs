@@ -91,7 +91,7 @@ pub fn algorithms(kind: CollectiveKind) -> &'static [Algorithm] {
         CollectiveKind::Gather | CollectiveKind::Scatter => &[BinomialTree],
         CollectiveKind::AllToAll => &[Pairwise],
         CollectiveKind::Scan | CollectiveKind::ExclusiveScan => &[RecursiveDoubling],
-        CollectiveKind::Barrier => &[Dissemination],
+        CollectiveKind::Barrier => &[RecursiveDoubling, Dissemination],
     }
 }
 
@@ -302,7 +302,8 @@ pub fn plan(
         (K::AllToAll, _) => pairwise::alltoall(c, p, r),
         (K::Scan, _) => recursive_doubling::scan(c, p, r),
         (K::ExclusiveScan, _) => recursive_doubling::exclusive_scan(c, p, r),
-        (K::Barrier, _) => dissemination::barrier(p, r),
+        (K::Barrier, A::Dissemination) => dissemination::barrier(p, r),
+        (K::Barrier, _) => recursive_doubling::barrier(p, r),
     })
 }
 
@@ -323,7 +324,9 @@ pub fn step_bound(kind: CollectiveKind, algorithm: Algorithm, world: u32) -> usi
     let fold = if p.is_power_of_two() { 0 } else { 2 };
     match (kind, algorithm) {
         (CollectiveKind::AllReduce, A::Ring) => 2 * (p - 1),
-        (CollectiveKind::AllReduce, A::RecursiveDoubling) => folded + fold,
+        (CollectiveKind::AllReduce | CollectiveKind::Barrier, A::RecursiveDoubling) => {
+            folded + fold
+        }
         (CollectiveKind::AllReduce, _) => 2 * folded + fold,
         (CollectiveKind::Broadcast, A::ScatterAllGather) => log + p - 1,
         (CollectiveKind::Broadcast, A::Pipelined) => super::plans::pipelined::MAX_SEGMENTS + p - 2,

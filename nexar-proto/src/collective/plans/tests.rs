@@ -315,3 +315,41 @@ fn bad_specs_are_typed_errors() {
     ));
     assert_eq!(step_bound(CollectiveKind::Barrier, Algorithm::Ring, 8), 0);
 }
+
+/// No rank may leave a barrier before every rank has entered it: follow who has heard
+/// from whom (a message carries everything its sender had heard when it sent) through
+/// every rank's plan, for both barrier algorithms and every world up to 40.
+#[test]
+fn every_barrier_plan_hears_from_every_rank() {
+    let b = spec_of(CollectiveKind::Barrier, DType::U8, ReduceOp::None, 0, 0);
+    for &algorithm in algorithms(CollectiveKind::Barrier) {
+        for world in 1..=40u32 {
+            let plans: Vec<Plan> = (0..world)
+                .map(|r| spec::plan(&b, world, r, algorithm).expect("a barrier plan"))
+                .collect();
+            let steps = plans.iter().map(|p| p.steps.len()).max().unwrap_or(0);
+            assert!(steps <= step_bound(CollectiveKind::Barrier, algorithm, world));
+            let mut heard: Vec<Vec<bool>> = (0..world as usize)
+                .map(|r| (0..world as usize).map(|s| s == r).collect())
+                .collect();
+            for k in 0..steps {
+                let before = heard.clone();
+                for (r, plan) in plans.iter().enumerate() {
+                    for send in plan.steps.get(k).map_or(&[][..], |s| &s.sends[..]) {
+                        let to = &mut heard[send.peer as usize];
+                        for (t, &h) in to.iter_mut().zip(&before[r]) {
+                            *t |= h;
+                        }
+                    }
+                }
+            }
+            for (r, h) in heard.iter().enumerate() {
+                let missing = h.iter().filter(|&&x| !x).count();
+                assert_eq!(
+                    missing, 0,
+                    "{algorithm:?} world {world}: rank {r} left early"
+                );
+            }
+        }
+    }
+}
