@@ -172,9 +172,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// A seed or a worker: one node, on a multi-thread runtime.
+/// A seed or a worker: one node, on a current-thread runtime. A node's work is one driver
+/// task, so more threads only add hand-offs between them: on a multi-thread runtime the
+/// driver and the job took turns across cores. Worker processes on loopback
+/// (BENCHMARKS.md, session 10): 2 ranks, 8 B allreduce 58-81 -> 10-11 µs, 1 MiB 1.81-1.90 ->
+/// 1.28-1.37 ms, 64 MiB 146-150 -> 125-128 ms; 4 ranks on 2 cores, 8 B 283-305 -> 109-123 µs.
 fn on_tokio(job: impl std::future::Future<Output = Result<bool, Error>>) -> Result<bool, Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
