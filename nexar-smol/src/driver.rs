@@ -83,11 +83,17 @@ thread_local! {
 /// runs this way; see its `local` module for the measurements. Tasks still running when
 /// `future` completes are dropped with the executor, so shut the nodes down inside.
 pub fn block_on_local<T>(future: impl Future<Output = T>) -> T {
+    /// Puts the outer executor back even if `future` panics: a caller that catches the
+    /// panic and goes on must not spawn onto an executor that no one runs any more.
+    struct Restore(Option<Arc<Executor<'static>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LOCAL.set(self.0.take());
+        }
+    }
     let executor = Arc::new(Executor::new());
-    let outer = LOCAL.replace(Some(executor.clone()));
-    let output = smol::block_on(executor.run(future));
-    LOCAL.set(outer);
-    output
+    let _restore = Restore(LOCAL.replace(Some(executor.clone())));
+    smol::block_on(executor.run(future))
 }
 
 /// The one input the loop got while waiting.
@@ -272,5 +278,21 @@ impl Socket {
         if let Err(e) = self.io.write_with(|s| self.udp.send(s.into(), out)).await {
             tracing::debug!(error = %e, to = %out.to, "send");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_on_local_restores_the_global_executor_after_a_panic() {
+        let caught = std::panic::catch_unwind(|| block_on_local(async { panic!("in the block") }));
+        assert!(caught.is_err());
+        assert!(LOCAL.with_borrow(Option::is_none));
+        // Spawning now goes to smol's global executor, which runs without us.
+        assert_eq!(smol::block_on(spawn_here(async { 7 })), 7);
+        // Inside, tasks run on the block's executor.
+        assert_eq!(block_on_local(async { spawn_here(async { 8 }).await }), 8);
     }
 }
