@@ -39,9 +39,24 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval (must be well under `idle_timeout`).
     pub keep_alive: Duration,
-    /// Seed: the most connections that may be mid-join at once; more are refused at the
-    /// QUIC layer so a flood of half-open joiners cannot exhaust the seed.
+    /// The most accepted connections not yet proven at once, handshaking or established:
+    /// at the seed, those that have not passed the join proof; at a worker's mesh
+    /// acceptor, those whose TLS handshake (client certificate) has not completed. A new
+    /// connection past it (or past `max_unproven_per_ip`) evicts the oldest unproven one,
+    /// so memory stays bounded and a flood of slow connections cannot keep a joiner out.
     pub max_joiners: usize,
+    // ---- admission of unauthenticated connections (see also `max_joiners`) ----
+    /// The most unproven connections from one IP address (same eviction rule).
+    pub max_unproven_per_ip: usize,
+    /// An accepted connection whose QUIC/TLS handshake has not completed by then is
+    /// closed: a half-open slot costs an attacker one Initial, so it must not last the
+    /// whole `join_timeout`.
+    pub handshake_timeout: Duration,
+    /// With this many accepted connections still handshaking, a new one from an address
+    /// not yet validated is answered with a stateless QUIC Retry: it holds no slot until
+    /// it proves it receives at its source address (spoofed Initials cost nothing). Zero
+    /// retries every connection; below it none pays Retry's extra round trip.
+    pub retry_above_handshaking: usize,
     /// Per peer, the most bytes of unmatched tagged messages held before we stop reading
     /// from that peer (QUIC flow control then pushes back on the sender).
     pub max_unmatched_bytes: usize,
@@ -147,6 +162,9 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             max_joiners: 256,
+            max_unproven_per_ip: 64,
+            handshake_timeout: Duration::from_secs(3),
+            retry_above_handshaking: 8,
             max_unmatched_bytes: 64 << 20,
             max_queued_bytes: 64 << 20,
             max_udp_payload: 1452,

@@ -3,6 +3,7 @@
 pub mod collectives;
 #[path = "../common/mod.rs"]
 pub mod common;
+pub mod hostile_net;
 pub mod motion;
 pub mod rogue;
 pub mod support;

@@ -5,6 +5,9 @@
 //! handshake is real and deterministic; only what happens after it is hostile. A test
 //! watches a rogue through the [`RogueStatus`] handle it gets back, since the simulator owns
 //! the host itself.
+//!
+//! One rogue host may hold many connections from its one address ([`RogueClient::dial_many`]),
+//! and [`InitialFlood`] sends first Initials and never answers, as a spoofing flood would.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -32,6 +35,12 @@ pub enum Behaviour {
     Silent,
     /// Open its first unidirectional stream (the control stream) and write these bytes.
     Write(Vec<u8>),
+    /// On every unidirectional stream the seed lets it open, a Hello header claiming
+    /// `claim` payload bytes followed by `send` of them, never the rest: each stream holds
+    /// a partial frame in the seed's decoder for as long as the seed lets it.
+    HalfFrames { claim: u32, send: usize },
+    /// Try to open a bidirectional stream (and write a header on it if it can).
+    OpenBidi,
 }
 
 impl Behaviour {
@@ -53,6 +62,10 @@ pub struct RogueStatus {
     pub connected: bool,
     /// Bytes of the behaviour's payload quinn accepted onto the stream.
     pub written: usize,
+    /// Unidirectional streams it could open.
+    pub uni_opened: usize,
+    /// Whether it could open a bidirectional stream.
+    pub bidi_opened: bool,
     /// How the connection ended, if it has.
     pub lost: Option<Lost>,
 }
@@ -74,27 +87,51 @@ pub enum Lost {
 /// A shared view of a rogue's [`RogueStatus`].
 pub type StatusHandle = Rc<RefCell<RogueStatus>>;
 
-/// A quinn-proto client that dials the seed with the pinned bootstrap configuration.
-pub struct RogueClient {
-    endpoint: Endpoint,
+/// One rogue connection and what it has left to write.
+struct RogueConn {
     handle: ConnectionHandle,
     conn: quinn_proto::Connection,
-    behaviour: Behaviour,
     acted: bool,
-    /// What is left of the behaviour's payload and the stream it goes on.
-    pending: Option<(quinn_proto::StreamId, Vec<u8>)>,
+    /// What is left of the behaviour's payload, per stream.
+    pending: Vec<(quinn_proto::StreamId, Vec<u8>)>,
+    status: StatusHandle,
+}
+
+/// A quinn-proto client that dials the seed with the pinned bootstrap configuration, once
+/// or many times from its one address.
+pub struct RogueClient {
+    endpoint: Endpoint,
+    conns: Vec<RogueConn>,
+    behaviour: Behaviour,
     /// Stateless endpoint responses waiting to be sent.
     responses: VecDeque<(Transmit, Vec<u8>)>,
-    status: StatusHandle,
+    /// Where the round robin of `poll_transmit` resumes.
+    next_tx: usize,
 }
 
 impl std::fmt::Debug for RogueClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RogueClient")
             .field("behaviour", &self.behaviour)
-            .field("status", &self.status.borrow())
+            .field("connections", &self.conns.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The pinned client configuration and endpoint a rogue dials with.
+fn rogue_endpoint(rng_seed: [u8; 32], pin: [u8; 32]) -> (Endpoint, quinn_proto::ClientConfig) {
+    let mut params = TransportParams::default();
+    // Long enough that the seed's deadlines, not idleness, end a silent rogue.
+    params.idle_timeout = Duration::from_secs(120);
+    let provider = crypto_provider(&rng_seed);
+    let unix = UnixTime::since_unix_epoch(Duration::from_secs(SIM_UNIX_TIME));
+    let endpoint_cfg = endpoint_config(&rng_seed, &params).expect("endpoint config");
+    let client = bootstrap_client_config(&provider, pin, &rng_seed, unix, &params)
+        .expect("bootstrap client config");
+    (
+        Endpoint::new(Arc::new(endpoint_cfg), None, true, None),
+        client,
+    )
 }
 
 impl RogueClient {
@@ -110,85 +147,127 @@ impl RogueClient {
         now: Instant,
         behaviour: Behaviour,
     ) -> (Self, StatusHandle) {
-        let mut params = TransportParams::default();
-        // Long enough that the seed's join deadline, not idleness, ends a silent rogue.
-        params.idle_timeout = Duration::from_secs(120);
-        let provider = crypto_provider(&rng_seed);
-        let unix = UnixTime::since_unix_epoch(Duration::from_secs(SIM_UNIX_TIME));
-        let endpoint_cfg = endpoint_config(&rng_seed, &params).expect("endpoint config");
-        let client = bootstrap_client_config(&provider, pin, &rng_seed, unix, &params)
-            .expect("bootstrap client config");
-        let mut endpoint = Endpoint::new(Arc::new(endpoint_cfg), None, true, None);
-        let (handle, conn) = endpoint
-            .connect(now, client, seed_addr, BOOTSTRAP_SERVER_NAME)
-            .expect("dial the seed");
-        let status = StatusHandle::default();
+        let (rogue, mut statuses) = Self::dial_many(rng_seed, pin, seed_addr, now, behaviour, 1);
+        (rogue, statuses.remove(0))
+    }
+
+    /// `n` connections from one address, each behaving alike.
+    ///
+    /// # Panics
+    /// As [`RogueClient::dial`].
+    pub fn dial_many(
+        rng_seed: [u8; 32],
+        pin: [u8; 32],
+        seed_addr: SocketAddr,
+        now: Instant,
+        behaviour: Behaviour,
+        n: usize,
+    ) -> (Self, Vec<StatusHandle>) {
+        let (mut endpoint, client) = rogue_endpoint(rng_seed, pin);
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (handle, conn) = endpoint
+                .connect(now, client.clone(), seed_addr, BOOTSTRAP_SERVER_NAME)
+                .expect("dial the seed");
+            conns.push(RogueConn {
+                handle,
+                conn,
+                acted: false,
+                pending: Vec::new(),
+                status: StatusHandle::default(),
+            });
+        }
+        let statuses = conns.iter().map(|c| c.status.clone()).collect();
         let mut rogue = RogueClient {
             endpoint,
-            handle,
-            conn,
+            conns,
             behaviour,
-            acted: false,
-            pending: None,
             responses: VecDeque::new(),
-            status: status.clone(),
+            next_tx: 0,
         };
         rogue.process();
-        (rogue, status)
+        (rogue, statuses)
     }
 
     /// Exchange endpoint events, react to connection events, push pending bytes.
     fn process(&mut self) {
-        while let Some(ev) = self.conn.poll_endpoint_events() {
-            if let Some(back) = self.endpoint.handle_event(self.handle, ev) {
-                self.conn.handle_event(back);
-            }
-        }
-        while let Some(event) = self.conn.poll() {
-            match event {
-                Event::Connected => {
-                    self.status.borrow_mut().connected = true;
-                    self.act();
+        for c in &mut self.conns {
+            while let Some(ev) = c.conn.poll_endpoint_events() {
+                if let Some(back) = self.endpoint.handle_event(c.handle, ev) {
+                    c.conn.handle_event(back);
                 }
-                Event::ConnectionLost { reason } => {
-                    let lost = match reason {
-                        ConnectionError::ApplicationClosed(c) => Lost::Application {
-                            code: c.error_code.into_inner(),
-                            reason: c.reason,
-                        },
-                        other => Lost::Other(other.to_string()),
-                    };
-                    self.status.borrow_mut().lost.get_or_insert(lost);
-                }
-                _ => {}
             }
+            while let Some(event) = c.conn.poll() {
+                match event {
+                    Event::Connected => {
+                        c.status.borrow_mut().connected = true;
+                        c.act(&self.behaviour);
+                    }
+                    Event::ConnectionLost { reason } => {
+                        let lost = match reason {
+                            ConnectionError::ApplicationClosed(c) => Lost::Application {
+                                code: c.error_code.into_inner(),
+                                reason: c.reason,
+                            },
+                            other => Lost::Other(other.to_string()),
+                        };
+                        c.status.borrow_mut().lost.get_or_insert(lost);
+                    }
+                    _ => {}
+                }
+            }
+            c.flush();
         }
-        self.flush();
     }
+}
 
-    fn act(&mut self) {
+impl RogueConn {
+    fn act(&mut self, behaviour: &Behaviour) {
         if self.acted {
             return;
         }
         self.acted = true;
-        if let Behaviour::Write(bytes) = &self.behaviour {
-            if let Some(id) = self.conn.streams().open(Dir::Uni) {
-                self.pending = Some((id, bytes.clone()));
+        match behaviour {
+            Behaviour::Silent => {}
+            Behaviour::Write(bytes) => {
+                if let Some(id) = self.conn.streams().open(Dir::Uni) {
+                    self.status.borrow_mut().uni_opened += 1;
+                    self.pending.push((id, bytes.clone()));
+                }
+            }
+            Behaviour::HalfFrames { claim, send } => {
+                let header = FrameHeader {
+                    kind: Kind::HELLO,
+                    flags: Flags::NONE,
+                    len: *claim,
+                };
+                let mut bytes = header.to_bytes().to_vec();
+                bytes.extend(std::iter::repeat_n(0x5a, *send));
+                while let Some(id) = self.conn.streams().open(Dir::Uni) {
+                    self.status.borrow_mut().uni_opened += 1;
+                    self.pending.push((id, bytes.clone()));
+                }
+            }
+            Behaviour::OpenBidi => {
+                if let Some(id) = self.conn.streams().open(Dir::Bi) {
+                    self.status.borrow_mut().bidi_opened = true;
+                    let header = Behaviour::oversized_header(1024);
+                    if let Behaviour::Write(bytes) = header {
+                        self.pending.push((id, bytes));
+                    }
+                }
             }
         }
     }
 
     fn flush(&mut self) {
-        let Some((id, rest)) = &mut self.pending else {
-            return;
-        };
-        if let Ok(n) = self.conn.send_stream(*id).write(rest) {
-            rest.drain(..n);
-            self.status.borrow_mut().written += n;
+        for (id, rest) in &mut self.pending {
+            if let Ok(n) = self.conn.send_stream(*id).write(rest) {
+                rest.drain(..n);
+                self.status.borrow_mut().written += n;
+            }
         }
-        if rest.is_empty() {
-            self.pending = None;
-        }
+        self.pending.retain(|(_, rest)| !rest.is_empty());
     }
 }
 
@@ -200,8 +279,10 @@ impl SimHost for RogueClient {
             .endpoint
             .handle(now, from, None, ecn, BytesMut::from(data), &mut buf)
         {
-            Some(DatagramEvent::ConnectionEvent(h, ev)) if h == self.handle => {
-                self.conn.handle_event(ev)
+            Some(DatagramEvent::ConnectionEvent(h, ev)) => {
+                if let Some(c) = self.conns.iter_mut().find(|c| c.handle == h) {
+                    c.conn.handle_event(ev);
+                }
             }
             Some(DatagramEvent::Response(t)) => self.responses.push_back((convert(&t), buf)),
             // No server config: a rogue accepts nothing. Other handles cannot exist.
@@ -211,8 +292,10 @@ impl SimHost for RogueClient {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
-            self.conn.handle_timeout(now);
+        for c in &mut self.conns {
+            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
+                c.conn.handle_timeout(now);
+            }
         }
         self.process();
     }
@@ -223,14 +306,110 @@ impl SimHost for RogueClient {
             buf.extend_from_slice(&bytes);
             return Some(t);
         }
-        buf.clear();
-        let t = self.conn.poll_transmit(now, 1, buf)?;
-        self.process();
-        Some(convert(&t))
+        let n = self.conns.len();
+        for k in 0..n {
+            let i = (self.next_tx + k) % n;
+            buf.clear();
+            if let Some(t) = self.conns[i].conn.poll_transmit(now, 1, buf) {
+                self.next_tx = (i + 1) % n;
+                self.process();
+                return Some(convert(&t));
+            }
+        }
+        None
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        self.conn.poll_timeout()
+        self.conns
+            .iter_mut()
+            .filter_map(|c| c.conn.poll_timeout())
+            .min()
+    }
+}
+
+/// A host that opens a new QUIC connection to `target` every `interval`, sends its first
+/// Initial and never answers anything (not even a Retry): the cost of a spoofed Initial to
+/// the victim, from one address.
+pub struct InitialFlood {
+    endpoint: Endpoint,
+    client: quinn_proto::ClientConfig,
+    target: SocketAddr,
+    interval: Duration,
+    next: Instant,
+    until: Instant,
+    out: VecDeque<(Transmit, Vec<u8>)>,
+    sent: Rc<RefCell<u64>>,
+}
+
+impl std::fmt::Debug for InitialFlood {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitialFlood")
+            .field("target", &self.target)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InitialFlood {
+    /// A flood from `now` to `until`, one Initial per `interval`. The handle counts
+    /// Initials sent.
+    ///
+    /// # Panics
+    /// As [`RogueClient::dial`].
+    pub fn new(
+        rng_seed: [u8; 32],
+        pin: [u8; 32],
+        target: SocketAddr,
+        now: Instant,
+        interval: Duration,
+        until: Instant,
+    ) -> (Self, Rc<RefCell<u64>>) {
+        let (endpoint, client) = rogue_endpoint(rng_seed, pin);
+        let sent = Rc::new(RefCell::new(0));
+        let flood = InitialFlood {
+            endpoint,
+            client,
+            target,
+            interval,
+            next: now,
+            until,
+            out: VecDeque::new(),
+            sent: sent.clone(),
+        };
+        (flood, sent)
+    }
+}
+
+impl SimHost for InitialFlood {
+    fn handle_datagram(&mut self, _: Instant, _: SocketAddr, _: Option<u8>, _: &[u8]) {}
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while self.next <= now && self.next < self.until {
+            self.next += self.interval;
+            let Ok((_, mut conn)) =
+                self.endpoint
+                    .connect(now, self.client.clone(), self.target, BOOTSTRAP_SERVER_NAME)
+            else {
+                return;
+            };
+            let mut buf = Vec::new();
+            if let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
+                buf.truncate(t.size);
+                self.out.push_back((convert(&t), buf));
+                *self.sent.borrow_mut() += 1;
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, _: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let (t, bytes) = self.out.pop_front()?;
+        buf.clear();
+        buf.extend_from_slice(&bytes);
+        Some(t)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        (self.next < self.until).then_some(self.next)
     }
 }
 

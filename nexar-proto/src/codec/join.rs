@@ -45,6 +45,17 @@ impl fmt::Debug for Hello {
     }
 }
 
+impl Hello {
+    /// The largest Hello payload `limits` let a decoder accept: every field at its
+    /// largest (a certificate request of `max_cert_len` bytes, an IPv6 address, a
+    /// requested rank). The transport reads an unproven peer with this frame limit.
+    pub fn max_payload_len(limits: &Limits) -> u32 {
+        let largest_addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+        let fixed = 2 + 32 + 4 + wire::addr_len(&largest_addr) + wire::opt_u32_len(Some(0)) + 8;
+        limits.max_cert_len.saturating_add(fixed as u32)
+    }
+}
+
 impl Body for Hello {
     fn body_len(&self) -> usize {
         2 + 32

@@ -38,7 +38,7 @@ pub use error::{CryptoError, CsrRejection};
 pub use identity::{NodeIdentity, BOOTSTRAP_SERVER_NAME};
 pub use names::{rank_from_cert, rank_server_name};
 pub use provider::crypto_provider;
-pub use quic::{endpoint_config, CongestionControl, TransportParams};
+pub use quic::{endpoint_config, CongestionControl, TransportParams, BOOTSTRAP_RECEIVE_WINDOW};
 pub use rng::DetRng;
 pub use rustls::pki_types::{CertificateDer, UnixTime};
 pub use tls::{

@@ -100,7 +100,28 @@ impl Default for TransportParams {
     }
 }
 
+/// Per-stream and per-connection receive window of the seed's bootstrap endpoint. Four
+/// times the largest Hello (16.4 KiB with the default limits), so a Hello never waits on
+/// flow control, and small, because any stranger who finishes TLS gets it: 400 such
+/// connections can make the seed buffer at most 25 MiB.
+pub const BOOTSTRAP_RECEIVE_WINDOW: u64 = 64 << 10;
+
 impl TransportParams {
+    /// These parameters restricted for an endpoint whose clients are strangers until they
+    /// prove the join secret (the seed's bootstrap endpoint): one unidirectional stream
+    /// (the control stream, which carries the Hello and later the member's control
+    /// traffic; the seed carries no data), no bidirectional stream, and
+    /// [`BOOTSTRAP_RECEIVE_WINDOW`] of flow control.
+    pub fn for_bootstrap_server(&self) -> TransportParams {
+        TransportParams {
+            stream_receive_window: BOOTSTRAP_RECEIVE_WINDOW,
+            connection_receive_window: BOOTSTRAP_RECEIVE_WINDOW,
+            max_concurrent_bidi_streams: 0,
+            max_concurrent_uni_streams: 1,
+            ..self.clone()
+        }
+    }
+
     /// quinn-proto's transport configuration for these parameters.
     ///
     /// Fails with [`CryptoError::TransportParam`] naming the first parameter out of range.

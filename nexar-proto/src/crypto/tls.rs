@@ -57,7 +57,7 @@ pub fn bootstrap_server_config(
         seed,
         PURPOSE_TOKEN_BOOTSTRAP,
         now,
-        transport,
+        &transport.for_bootstrap_server(),
     )
 }
 

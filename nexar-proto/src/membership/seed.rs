@@ -48,6 +48,9 @@ pub(crate) struct SeedState {
     max_pending_joins: usize,
     /// What the seed was built from, for its snapshot.
     pub(super) origin: Option<super::restart::Origin>,
+    /// The connection whose join proof the last message passed, for the node to tell
+    /// the transport (which then stops treating it as an unauthenticated stranger).
+    just_proven: Option<ConnId>,
 }
 
 impl std::fmt::Debug for SeedState {
@@ -83,6 +86,7 @@ impl SeedState {
             coord,
             formed: false,
             origin: None,
+            just_proven: None,
         }
     }
 
@@ -118,6 +122,11 @@ impl SeedState {
     /// Restored formed: later Hellos are members coming back or joiners for a checkpoint.
     pub(super) fn mark_formed(&mut self) {
         self.formed = true;
+    }
+
+    /// The connection the last message proved (see `just_proven`), once.
+    pub(crate) fn take_proven(&mut self) -> Option<ConnId> {
+        self.just_proven.take()
     }
 
     /// Joiners still in progress (for stats and tests).
@@ -167,6 +176,7 @@ impl SeedState {
         if !proven {
             return self.reject(conn, RejectReason::BadProof, 0);
         }
+        self.just_proven = Some(conn);
         if self.formed {
             let Ok(key) = crate::crypto::csr_key_sha256(&hello.csr_der) else {
                 return self.reject(conn, RejectReason::BadCertificateRequest, 0);

@@ -483,16 +483,21 @@ fn remap<V: Clone>(by_rank: &BTreeMap<u32, V>, map: &BTreeMap<u32, u32>) -> BTre
 }
 
 /// Whether losing the seed connection before the Welcome is worth another dial: the seed
-/// gave up on a slow handshake (its join deadline, aborting the handshake or rejecting
-/// with `Timeout`), turned us away while full (`QueueFull`, or a QUIC refusal), or the
-/// connection timed out. Rejections for cause and TLS failures (an untrusted seed) are final.
+/// gave up on a slow handshake (its join deadline or handshake deadline, aborting the
+/// handshake or rejecting with `Timeout`), turned us away while full (`QueueFull`, a QUIC
+/// refusal, or evicting us for newer unproven connections), the connection timed out, or
+/// something ended it before the handshake authenticated the seed (which may be forged).
+/// Rejections for cause and TLS failures (an untrusted seed) are final.
 fn seed_loss_may_pass(reason: &LostReason) -> bool {
     match reason {
-        LostReason::TimedOut | LostReason::Aborted(_) => true,
+        LostReason::TimedOut | LostReason::Aborted(_) | LostReason::Unauthenticated(_) => true,
         LostReason::ClosedByPeer { code, .. } => {
             let timeout = CLOSE_REJECT_BASE + u64::from(RejectReason::Timeout as u8);
             let full = CLOSE_REJECT_BASE + u64::from(RejectReason::QueueFull as u8);
-            *code == timeout || *code == full
+            *code == timeout
+                || *code == full
+                || *code == crate::transport::CLOSE_EVICTED
+                || *code == crate::transport::CLOSE_HANDSHAKE_TIMEOUT
         }
         LostReason::ClosedLocally | LostReason::Transport(_) => false,
     }

@@ -123,7 +123,11 @@ impl Node {
                 let exporter = self
                     .transport
                     .export_keying_material(conn, proof::EXPORTER_LABEL);
-                state.on_message(now, conn, msg, exporter)
+                let actions = state.on_message(now, conn, msg, exporter);
+                if state.take_proven() == Some(conn) {
+                    self.transport.mark_proven(conn);
+                }
+                actions
             }
             TransportEvent::Malformed { conn, error } => state.on_malformed(conn, &error),
             TransportEvent::Lost { conn, .. } => state.on_lost(now, conn),
@@ -248,7 +252,7 @@ impl Node {
                         }
                     }
                     match self.tls.mesh_server_config() {
-                        Ok(config) => self.transport.set_server_config(Some(config)),
+                        Ok(config) => self.transport.set_server_config(Some(config), false),
                         Err(detail) => self.join_failed(now, JoinError::BadWelcome { detail }),
                     }
                     self.watch_links(now);

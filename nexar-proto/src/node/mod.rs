@@ -77,6 +77,18 @@ pub struct NodeStats {
     pub rpc_ignored_responses: u64,
     /// RPC requests refused `Overloaded` (their caller was at `max_rpc_inbound`).
     pub rpc_overloaded: u64,
+    /// Accepted connections that have not proven themselves yet (seed: no valid join
+    /// proof; mesh acceptor: TLS handshake not complete).
+    pub unproven_connections: usize,
+    /// Unproven connections closed to make room for newer ones (`max_joiners`,
+    /// `max_unproven_per_ip`).
+    pub evicted_unproven: u64,
+    /// New connections answered with a stateless QUIC Retry (address validation).
+    pub retries_sent: u64,
+    /// Accepted connections closed because their handshake missed `handshake_timeout`.
+    pub handshake_timeouts: u64,
+    /// New connections refused outright (not accepting, or no room could be made).
+    pub refused_connections: u64,
 }
 
 /// A nexar node: a seed that forms the cluster, or a worker that is one rank of it.
@@ -126,7 +138,7 @@ impl Node {
             pin: tls.identity().spki_sha256(),
         };
         let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
-        transport.set_server_config(Some(tls.bootstrap_server_config()?));
+        transport.set_server_config(Some(tls.bootstrap_server_config()?), true);
         let coord = Coordinator::new(
             config.recovery,
             config.heartbeat_interval,
@@ -297,6 +309,7 @@ impl Node {
 
     /// Counters.
     pub fn stats(&self) -> NodeStats {
+        let admission = self.transport.admission();
         NodeStats {
             buffered_bytes: self.transport.buffered_bytes(),
             connections: self.transport.connection_count(),
@@ -315,6 +328,11 @@ impl Node {
             rpc_requests: self.rpc.requests_pending(),
             rpc_ignored_responses: self.rpc.counters().ignored_responses,
             rpc_overloaded: self.rpc.counters().overloaded,
+            unproven_connections: admission.unproven,
+            evicted_unproven: admission.evicted,
+            retries_sent: admission.retries,
+            handshake_timeouts: admission.handshake_timeouts,
+            refused_connections: admission.refused,
         }
     }
 
@@ -447,8 +465,16 @@ impl Node {
 fn transport_limits(config: &NodeConfig) -> TransportLimits {
     TransportLimits {
         codec: config.limits,
+        // An unproven peer has one thing to say, a Hello; nothing larger is read from it.
+        pre_proof: crate::codec::Limits {
+            max_frame_len: Hello::max_payload_len(&config.limits).min(config.limits.max_frame_len),
+            ..config.limits
+        },
         max_queued_bytes: config.max_queued_bytes,
-        max_incoming: config.max_joiners,
+        max_unproven: config.max_joiners,
+        max_unproven_per_ip: config.max_unproven_per_ip,
+        handshake_timeout: config.handshake_timeout,
+        retry_above_handshaking: config.retry_above_handshaking,
     }
 }
 

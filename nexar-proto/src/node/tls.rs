@@ -56,6 +56,10 @@ impl Tls {
             initial_window: config.initial_window,
             ack_eliciting_threshold: config.ack_eliciting_threshold,
             send_window: config.send_window,
+            // nexar uses exactly four unidirectional streams per direction and never a
+            // bidirectional one; granting more would only let a peer pin more buffers.
+            max_concurrent_bidi_streams: 0,
+            max_concurrent_uni_streams: 4,
             ..TransportParams::default()
         };
         Ok(Self {

@@ -17,9 +17,9 @@
 mod peer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn_proto::{
@@ -58,6 +58,10 @@ pub(crate) enum LostReason {
     Aborted(String),
     /// TLS or QUIC failure (certificate refused, protocol violation); the text says which.
     Transport(String),
+    /// The "peer" ended the connection before the handshake authenticated it (a close or
+    /// version negotiation in the Initial space, or a reset): anyone who saw our first
+    /// packet could have forged it, so it says nothing for sure and may pass.
+    Unauthenticated(String),
 }
 
 /// What the transport reports upward.
@@ -84,12 +88,35 @@ pub(crate) enum TransportEvent {
 /// Knobs the transport needs; the node derives them from its config.
 #[derive(Debug, Clone)]
 pub(crate) struct TransportLimits {
-    /// Decoder limits for every incoming stream.
+    /// Decoder limits for every incoming stream of a proven peer.
     pub codec: Limits,
+    /// Decoder limits until a peer is proven: frames no larger than a Hello.
+    pub pre_proof: Limits,
     /// Most bytes we queue per (connection, class) beyond what quinn already buffers.
     pub max_queued_bytes: usize,
-    /// Most connections that may be mid-handshake at once (the rest are refused).
-    pub max_incoming: usize,
+    /// Most accepted connections not yet proven (handshaking or established).
+    pub max_unproven: usize,
+    /// The same, per remote IP address.
+    pub max_unproven_per_ip: usize,
+    /// An accepted connection not through its handshake by then is closed.
+    pub handshake_timeout: Duration,
+    /// With this many accepted connections handshaking, unvalidated ones get a Retry.
+    pub retry_above_handshaking: usize,
+}
+
+/// What the admission rules for accepted connections have done (for stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AdmissionStats {
+    /// Accepted connections not yet proven, now.
+    pub unproven: usize,
+    /// Unproven connections closed to make room for a newer one.
+    pub evicted: u64,
+    /// Stateless Retry packets sent instead of accepting.
+    pub retries: u64,
+    /// Accepted connections closed because their handshake did not complete in time.
+    pub handshake_timeouts: u64,
+    /// New connections refused outright (not listening, or no room could be made).
+    pub refused: u64,
 }
 
 /// Most bytes one GSO batch may carry: Linux refuses a UDP GSO send whose total payload
@@ -98,6 +125,14 @@ pub(crate) const MAX_GSO_BYTES: usize = 65_000;
 
 /// Application close code used when a peer violates the framing rules.
 pub(crate) const CLOSE_MALFORMED: u64 = 0x1;
+
+/// Application close code for an unproven connection closed to make room for a newer one
+/// (too many unproven connections, in all or from its address). An honest joiner that
+/// gets it dials again.
+pub(crate) const CLOSE_EVICTED: u64 = 0x6;
+
+/// Application close code for an accepted connection whose handshake took too long.
+pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: u64 = 0x7;
 
 /// Error returned by [`Transport::send`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +156,10 @@ pub(crate) struct Transport {
     dirty: BTreeSet<ConnId>,
     limits: TransportLimits,
     server_config: Option<Arc<ServerConfig>>,
+    /// The server config's TLS does not authenticate clients (the seed's bootstrap
+    /// endpoint): accepted connections wait for [`Transport::mark_proven`].
+    accept_needs_proof: bool,
+    admission: AdmissionStats,
     /// Where the round-robin over connections in `poll_transmit` resumes.
     next_tx: ConnId,
     /// Connections that may have a datagram to send: every input reaches a connection
@@ -159,6 +198,8 @@ impl Transport {
             dirty: BTreeSet::new(),
             limits,
             server_config: None,
+            accept_needs_proof: false,
+            admission: AdmissionStats::default(),
             next_tx: ConnId(0),
             tx_ready: BTreeSet::new(),
             #[cfg(feature = "sim")]
@@ -167,9 +208,81 @@ impl Transport {
     }
 
     /// Start (or change) accepting connections. `None` refuses every new connection.
-    pub(crate) fn set_server_config(&mut self, config: Option<Arc<ServerConfig>>) {
+    /// `needs_proof`: the config's TLS does not authenticate clients, so connections it
+    /// accepts stay unproven (read only for a Hello) until [`Transport::mark_proven`].
+    pub(crate) fn set_server_config(
+        &mut self,
+        config: Option<Arc<ServerConfig>>,
+        needs_proof: bool,
+    ) {
         self.server_config = config.clone();
+        self.accept_needs_proof = needs_proof;
         self.endpoint.set_server_config(config);
+    }
+
+    /// The layer above accepted `conn`'s proof (the join secret): it no longer counts
+    /// against the admission limits and is read with the full frame limits.
+    pub(crate) fn mark_proven(&mut self, conn: ConnId) {
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.mark_proven();
+            self.dirty.insert(conn);
+            self.drive();
+        }
+    }
+
+    /// What the admission rules have done so far.
+    pub(crate) fn admission(&self) -> AdmissionStats {
+        AdmissionStats {
+            unproven: self.peers.values().filter(|p| p.unproven()).count(),
+            ..self.admission
+        }
+    }
+
+    /// Make room for one more unproven connection from `ip`: close the oldest unproven
+    /// connection from `ip` while that address is at its limit, then the oldest of all
+    /// while the total is. Evicting rather than refusing means connections that stall
+    /// (half-open, or TLS done and no Hello) cannot keep a newcomer out: to displace an
+    /// honest joiner an attacker must open `max_unproven_per_ip` connections from its
+    /// address within the few round trips the joiner needs. False if no room can be made.
+    fn make_room(&mut self, now: Instant, ip: IpAddr) -> bool {
+        if self.limits.max_unproven == 0 || self.limits.max_unproven_per_ip == 0 {
+            return false;
+        }
+        loop {
+            let mut total = 0;
+            let mut from_ip = 0;
+            let mut oldest: Option<(Instant, ConnId)> = None;
+            let mut oldest_from_ip: Option<(Instant, ConnId)> = None;
+            for (id, peer) in &self.peers {
+                if !peer.unproven() {
+                    continue;
+                }
+                let key = (peer.accepted_at.unwrap_or(now), *id);
+                total += 1;
+                oldest = oldest.min(Some(key)).or(Some(key));
+                if peer.conn.remote_address().ip() == ip {
+                    from_ip += 1;
+                    oldest_from_ip = oldest_from_ip.min(Some(key)).or(Some(key));
+                }
+            }
+            let victim = if from_ip >= self.limits.max_unproven_per_ip {
+                oldest_from_ip
+            } else if total >= self.limits.max_unproven {
+                oldest
+            } else {
+                return true;
+            };
+            let Some((_, victim)) = victim else {
+                return false;
+            };
+            self.admission.evicted += 1;
+            self.close(
+                now,
+                victim,
+                CLOSE_EVICTED,
+                Bytes::from_static(b"too many unproven connections"),
+            );
+        }
     }
 
     pub(crate) fn handle_datagram(
@@ -190,8 +303,35 @@ impl Transport {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                let handshaking = self.peers.values().filter(|p| !p.established).count();
-                if self.server_config.is_none() || handshaking >= self.limits.max_incoming {
+                if self.server_config.is_none() {
+                    self.admission.refused += 1;
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    self.responses.push_back((convert(&t), buf));
+                    return;
+                }
+                // Under a handshake flood, make each new source prove it receives at its
+                // address before it costs a slot: a Retry is stateless, so spoofed
+                // Initials cost us one small packet each and hold nothing.
+                let handshaking = self.peers.values().filter(|p| p.handshaking()).count();
+                if !incoming.remote_address_validated()
+                    && handshaking >= self.limits.retry_above_handshaking
+                {
+                    match self.endpoint.retry(incoming, &mut buf) {
+                        Ok(t) => {
+                            self.admission.retries += 1;
+                            self.responses.push_back((convert(&t), buf));
+                        }
+                        // Unvalidated yet already retried: the token did not check out.
+                        Err(e) => {
+                            self.admission.refused += 1;
+                            let t = self.endpoint.refuse(e.into_incoming(), &mut buf);
+                            self.responses.push_back((convert(&t), buf));
+                        }
+                    }
+                    return;
+                }
+                if !self.make_room(now, incoming.remote_address().ip()) {
+                    self.admission.refused += 1;
                     let t = self.endpoint.refuse(incoming, &mut buf);
                     self.responses.push_back((convert(&t), buf));
                     return;
@@ -203,8 +343,14 @@ impl Transport {
                     Ok((ch, conn)) => {
                         let id = ConnId(ch.0);
                         let remote = conn.remote_address();
-                        self.peers
-                            .insert(id, Peer::new(conn, self.limits.clone(), false));
+                        let peer = Peer::new(
+                            conn,
+                            self.limits.clone(),
+                            false,
+                            self.accept_needs_proof,
+                            now,
+                        );
+                        self.peers.insert(id, peer);
                         self.events
                             .push_back(TransportEvent::Incoming { conn: id, remote });
                         self.dirty.insert(id);
@@ -230,6 +376,29 @@ impl Transport {
             }
         }
         self.drive();
+        let late: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| self.handshake_deadline(p).is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.admission.handshake_timeouts += 1;
+            self.close(
+                now,
+                id,
+                CLOSE_HANDSHAKE_TIMEOUT,
+                Bytes::from_static(b"handshake timed out"),
+            );
+        }
+    }
+
+    /// When an accepted connection still handshaking is cut off.
+    fn handshake_deadline(&self, peer: &Peer) -> Option<Instant> {
+        peer.handshaking()
+            .then_some(peer.accepted_at)
+            .flatten()
+            .map(|at| at + self.limits.handshake_timeout)
     }
 
     /// Dial `remote`. The handshake result arrives as `Connected` or `Lost`.
@@ -243,7 +412,7 @@ impl Transport {
         let (ch, conn) = self.endpoint.connect(now, config, remote, server_name)?;
         let id = ConnId(ch.0);
         self.peers
-            .insert(id, Peer::new(conn, self.limits.clone(), true));
+            .insert(id, Peer::new(conn, self.limits.clone(), true, false, now));
         self.dirty.insert(id);
         self.drive();
         Ok(id)
@@ -385,9 +554,15 @@ impl Transport {
     }
 
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        let handshakes = self
+            .peers
+            .values()
+            .filter_map(|p| self.handshake_deadline(p))
+            .min();
         self.peers
             .values_mut()
             .filter_map(|p| p.conn.poll_timeout())
+            .chain(handshakes)
             .min()
     }
 

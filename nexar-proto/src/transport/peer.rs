@@ -9,7 +9,7 @@ use quinn_proto::{
 };
 
 use super::{varint, LostReason, SendError, TransportLimits, CLOSE_MALFORMED};
-use crate::codec::{DecodeError, FrameDecoder, Message};
+use crate::codec::{DecodeError, FrameDecoder, Limits, Message};
 
 /// Most bytes taken from one stream in one read, so that a read (and what a paced stream
 /// delivers before pausing) stays small whatever QUIC has reassembled.
@@ -83,6 +83,16 @@ pub(super) struct Peer {
     pub(super) established: bool,
     /// We dialled: `Connected` waits for the handshake to be confirmed.
     dialer: bool,
+    /// Whether the peer has proven who it is: we dialled it (its certificate was checked
+    /// against the pin or CA), TLS checked its client certificate, or the layer above
+    /// accepted its join proof ([`Peer::mark_proven`]). Until then only its control
+    /// stream is read, with frames no larger than a Hello.
+    proven: bool,
+    /// Accepted on an endpoint whose TLS does not authenticate the client: the handshake
+    /// alone does not prove it; the layer above must.
+    needs_proof: bool,
+    /// When we accepted it (the handshake deadline counts from here).
+    pub(super) accepted_at: Option<Instant>,
     /// `Connected` has been reported upward.
     connected_reported: bool,
     limits: TransportLimits,
@@ -101,11 +111,22 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    pub(super) fn new(conn: Connection, limits: TransportLimits, dialer: bool) -> Self {
+    /// `needs_proof`: accepted on an endpoint that does not authenticate clients (see
+    /// the field). Dialled connections are proven from the start.
+    pub(super) fn new(
+        conn: Connection,
+        limits: TransportLimits,
+        dialer: bool,
+        needs_proof: bool,
+        now: Instant,
+    ) -> Self {
         Self {
             conn,
             established: false,
             dialer,
+            proven: dialer,
+            needs_proof: !dialer && needs_proof,
+            accepted_at: (!dialer).then_some(now),
             connected_reported: false,
             limits,
             out: Default::default(),
@@ -120,6 +141,39 @@ impl Peer {
 
     pub(super) fn buffered(&self) -> usize {
         self.incoming.values().map(|(_, d)| d.capacity()).sum()
+    }
+
+    /// An accepted connection that has not proven itself and is not closing: what the
+    /// admission limits count.
+    pub(super) fn unproven(&self) -> bool {
+        !self.proven && !self.closed
+    }
+
+    /// Accepted, not closing, handshake not complete.
+    pub(super) fn handshaking(&self) -> bool {
+        !self.dialer && !self.established && !self.closed
+    }
+
+    /// The layer above accepted the peer's proof: read it with the full limits from now on.
+    pub(super) fn mark_proven(&mut self) {
+        if self.proven {
+            return;
+        }
+        self.proven = true;
+        for (_, decoder) in self.incoming.values_mut() {
+            decoder.raise_limits(self.limits.codec);
+        }
+        // A stream stopped on the class rule below is read from now on.
+        self.readable.extend(self.incoming.keys().copied());
+    }
+
+    /// The decoder limits for this peer's streams now.
+    fn stream_limits(&self) -> Limits {
+        if self.proven {
+            self.limits.codec
+        } else {
+            self.limits.pre_proof
+        }
     }
 
     /// Bytes of `class` QUIC has not taken yet (its send window is full).
@@ -161,6 +215,7 @@ impl Peer {
         if !self.closed {
             self.closed = true;
             self.conn.close(now, varint(code), reason);
+            self.drop_incoming();
         }
         !std::mem::replace(&mut self.lost_reported, true)
     }
@@ -172,10 +227,18 @@ impl Peer {
             match event {
                 Event::Connected => {
                     self.established = true;
+                    // TLS checked the client's certificate on this endpoint.
+                    if !self.needs_proof {
+                        self.proven = true;
+                    }
                     self.open_streams();
                 }
                 Event::ConnectionLost { reason } => self.report_lost(reason, &mut outputs),
                 Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => self.accept_streams(),
+                // The peer granted more streams than at the handshake: open the rest.
+                Event::Stream(StreamEvent::Available { dir: Dir::Uni }) if self.established => {
+                    self.open_streams()
+                }
                 Event::Stream(StreamEvent::Readable { id }) => {
                     self.readable.insert(id);
                 }
@@ -214,13 +277,32 @@ impl Peer {
         outputs
     }
 
+    /// Nothing more is read from a closed connection: free its partial frames now rather
+    /// than when quinn has drained it (evicted strangers would hold them meanwhile).
+    fn drop_incoming(&mut self) {
+        self.incoming.clear();
+        self.readable.clear();
+    }
+
     fn report_lost(&mut self, reason: ConnectionError, outputs: &mut Vec<PeerOutput>) {
         self.closed = true;
+        self.drop_incoming();
         if self.lost_reported {
             return;
         }
         self.lost_reported = true;
         let reason = match reason {
+            // Before the handshake completes nothing the "peer" says is authenticated: an
+            // Initial-space CONNECTION_CLOSE or a Version Negotiation packet can be forged
+            // by anyone who sees our first packet, so it must never end a dial for good.
+            ConnectionError::ConnectionClosed(_)
+            | ConnectionError::ApplicationClosed(_)
+            | ConnectionError::VersionMismatch
+            | ConnectionError::Reset
+                if !self.established =>
+            {
+                LostReason::Unauthenticated(reason.to_string())
+            }
             ConnectionError::ApplicationClosed(c) => LostReason::ClosedByPeer {
                 code: c.error_code.into_inner(),
                 reason: c.reason,
@@ -261,7 +343,7 @@ impl Peer {
         while let Some(id) = self.conn.streams().accept(Dir::Uni) {
             match StreamClass::from_index(id.index()) {
                 Some(class) => {
-                    let decoder = FrameDecoder::new(self.limits.codec);
+                    let decoder = FrameDecoder::new(self.stream_limits());
                     self.incoming.insert(id, (class, decoder));
                     self.readable.insert(id);
                 }
@@ -285,6 +367,11 @@ impl Peer {
             };
             let class = *class;
             if !self.reading[class as usize] || self.paused[class as usize] {
+                continue;
+            }
+            // Until proven, only the control stream (the Hello) is read; the bootstrap
+            // endpoint grants no other stream anyway (see `node::tls`).
+            if !self.proven && class != StreamClass::Control {
                 continue;
             }
             let mut failure = None;

@@ -132,6 +132,13 @@ impl FrameDecoder {
         &self.limits
     }
 
+    /// Enforce `limits` from the next header on (a header already accepted keeps the
+    /// limit it was checked against). The transport reads a peer with small limits until
+    /// it proves who it is, then raises them on the same stream.
+    pub(crate) fn raise_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Feeds bytes received from the stream, copying them.
     ///
     /// Never fails: problems surface, in stream order, from [`poll_frame`](Self::poll_frame).
