@@ -12,7 +12,7 @@ use crate::collective::select::CollectiveConfig;
 /// otherwise take from the process arrives here: `rng_seed` (drawn by the driver from the
 /// OS CSPRNG in production, fixed in simulation, which is what makes runs replayable) and
 /// `unix_time` (the wall clock at start, for certificate validity).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct NodeConfig {
     /// Source of every random draw: keys, connection IDs, TLS randoms, key exchange.
@@ -227,6 +227,84 @@ impl SeedConfig {
             max_world_size: world_size,
             max_pending_joins: 64,
         }
+    }
+}
+
+/// What `Debug` prints in place of key material.
+pub(crate) const REDACTED: Redacted = Redacted;
+
+/// Prints `<redacted>`: the `Debug` stand-in for a secret, a key or a seed.
+#[derive(Clone, Copy)]
+pub(crate) struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// By hand, so that `rng_seed` (every key of the node derives from it) never reaches a
+/// log; the destructuring makes a new field a compile error here until it is listed.
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let NodeConfig {
+            rng_seed: _,
+            incarnation,
+            unix_time,
+            listen_addr,
+            requested_rank,
+            limits,
+            join_timeout,
+            formation_timeout,
+            idle_timeout,
+            keep_alive,
+            max_joiners,
+            max_unmatched_bytes,
+            max_queued_bytes,
+            max_udp_payload,
+            collective,
+            collective_timeout,
+            max_early_bytes,
+            heartbeat_interval,
+            heartbeat_timeout,
+            recovery,
+            recovery_timeout,
+            max_rpc_inbound,
+            initial_rtt,
+            initial_mtu,
+            initial_window,
+            ack_eliciting_threshold,
+            send_window,
+        } = self;
+        f.debug_struct("NodeConfig")
+            .field("rng_seed", &REDACTED)
+            .field("incarnation", incarnation)
+            .field("unix_time", unix_time)
+            .field("listen_addr", listen_addr)
+            .field("requested_rank", requested_rank)
+            .field("limits", limits)
+            .field("join_timeout", join_timeout)
+            .field("formation_timeout", formation_timeout)
+            .field("idle_timeout", idle_timeout)
+            .field("keep_alive", keep_alive)
+            .field("max_joiners", max_joiners)
+            .field("max_unmatched_bytes", max_unmatched_bytes)
+            .field("max_queued_bytes", max_queued_bytes)
+            .field("max_udp_payload", max_udp_payload)
+            .field("collective", collective)
+            .field("collective_timeout", collective_timeout)
+            .field("max_early_bytes", max_early_bytes)
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("heartbeat_timeout", heartbeat_timeout)
+            .field("recovery", recovery)
+            .field("recovery_timeout", recovery_timeout)
+            .field("max_rpc_inbound", max_rpc_inbound)
+            .field("initial_rtt", initial_rtt)
+            .field("initial_mtu", initial_mtu)
+            .field("initial_window", initial_window)
+            .field("ack_eliciting_threshold", ack_eliciting_threshold)
+            .field("send_window", send_window)
+            .finish()
     }
 }
 

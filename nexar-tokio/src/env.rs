@@ -21,6 +21,11 @@
 //! rank and world size from the launcher are then used as the requested rank (the seed
 //! grants it, or rejects the joiner if another took it) and as a check of the world size
 //! the cluster formed with ([`EnvError::WorldSizeMismatch`]).
+//!
+//! The ticket file is the cluster's password: it is refused unless it is owned by this
+//! user and neither group nor others may read or write it (the seed writes it so). Prefer
+//! it to `NEXAR_JOIN` or `--join`: on a shared host, a process's command line is visible
+//! to every user, and its environment to the same user and root.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -55,13 +60,7 @@ impl LaunchEnv {
         let get = |name: &'static str| get(name).map(|v| (name, v));
         let ticket = match (get("NEXAR_JOIN"), get("NEXAR_JOIN_FILE")) {
             (Some((var, text)), _) => Some(parse_ticket(var, &text)?),
-            (None, Some((var, path))) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| EnvError::TicketFile {
-                    path: path.clone(),
-                    detail: e.to_string(),
-                })?;
-                Some(parse_ticket(var, &text)?)
-            }
+            (None, Some((_, path))) => Some(Self::ticket_file(std::path::Path::new(&path))?),
             (None, None) => None,
         };
         let first = |names: [&'static str; 3]| names.into_iter().find_map(get);
@@ -99,6 +98,22 @@ impl LaunchEnv {
             rank,
             master_addr,
         })
+    }
+
+    /// Read a join ticket from the file at `path` (what `nexar seed --ticket-file` wrote),
+    /// refusing a file another local user could have read or planted.
+    pub fn ticket_file(path: &std::path::Path) -> Result<JoinTicket, EnvError> {
+        let failed = |detail: String| EnvError::TicketFile {
+            path: path.display().to_string(),
+            detail,
+        };
+        let bytes = match crate::state_file::read(path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Err(failed("no such file".into())),
+            Err(e) => return Err(failed(e.to_string())),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| failed("not UTF-8 text".into()))?;
+        parse_ticket("NEXAR_JOIN_FILE", &text)
     }
 
     /// `config` with the requested rank from the environment (if any, and if the config
@@ -230,11 +245,25 @@ mod tests {
         .unwrap();
         assert_eq!(e.ticket.unwrap().to_string(), t);
         assert_eq!(e.master_addr, Some("127.0.0.1:29400".parse().unwrap()));
-        let path = std::env::temp_dir().join(format!("nexar-env-test-{}", std::process::id()));
-        std::fs::write(&path, format!("{t}\n")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ticket");
+        crate::state_file::write(&path, format!("{t}\n").as_bytes()).unwrap();
         let e = env(&[("NEXAR_JOIN_FILE", path.to_str().unwrap())]).unwrap();
         assert_eq!(e.ticket.unwrap().to_string(), t);
-        let _ = std::fs::remove_file(&path);
+        #[cfg(unix)]
+        {
+            // Readable by others: refused, naming the file and why, without the secret.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = env(&[("NEXAR_JOIN_FILE", path.to_str().unwrap())]).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, EnvError::TicketFile { .. }), "{err:?}");
+            assert!(
+                text.contains(path.to_str().unwrap()) && text.contains("644"),
+                "{text}"
+            );
+            assert!(!text.contains(&t), "{text}");
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn seed_and_four_worker_processes_run_the_bench() {
     std::fs::create_dir_all(&dir).unwrap();
     let ticket_file = dir.join("ticket");
     let ticket_arg = ticket_file.to_str().unwrap();
-    let (seed, ticket) = start_seed(
+    let (seed, notice) = start_seed(
         NEXAR,
         &[
             "seed",
@@ -98,11 +98,24 @@ fn seed_and_four_worker_processes_run_the_bench() {
             ticket_arg,
         ],
     );
+    let ticket = std::fs::read_to_string(&ticket_file)
+        .unwrap()
+        .trim()
+        .to_string();
     assert!(ticket.starts_with("nexar1-"), "{ticket}");
-    assert_eq!(
-        std::fs::read_to_string(&ticket_file).unwrap().trim(),
-        ticket
-    );
+    // With a ticket file, stdout names the file and the pin, never the secret.
+    let secret = ticket["nexar1-".len()..].split('-').next().unwrap();
+    assert!(notice.contains(ticket_arg), "{notice}");
+    assert!(!notice.contains(secret), "the secret leaked: {notice}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&ticket_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     let bench = [
         "bench",
         "allreduce",
@@ -114,10 +127,17 @@ fn seed_and_four_worker_processes_run_the_bench() {
         "1",
         "--json",
     ];
+    // Two join with the ticket file, two with the ticket on the command line.
     let workers: Vec<Child> = (0..4)
-        .map(|_| {
+        .map(|i| {
+            let join = if i % 2 == 0 {
+                ["--join-file", ticket_arg]
+            } else {
+                ["--join", ticket.as_str()]
+            };
             Command::new(NEXAR)
-                .args(["worker", "--join", &ticket])
+                .arg("worker")
+                .args(join)
                 .args(bench)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -492,6 +512,13 @@ fn the_seed_process_restarts_from_its_state_file() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    let incarnation = || {
+        let bytes = std::fs::read(&state).expect("state file");
+        nexar_proto::codec::SeedSnapshot::decode(&bytes, &nexar_proto::codec::Limits::DEFAULT)
+            .expect("a snapshot")
+            .incarnation
+    };
+    let first_life = incarnation();
     let _ = stop(seed);
     // Without the seed, the loop goes on.
     lines(15);
@@ -499,6 +526,12 @@ fn the_seed_process_restarts_from_its_state_file() {
     restart.extend(motion);
     let (seed, again) = start_seed(NEXAR, &restart);
     assert_eq!(again, ticket, "the restarted seed has another ticket");
+    // The ticket is printed once the seed is bound, and the new life is on disk by then.
+    assert_eq!(
+        incarnation(),
+        first_life + 1,
+        "the new incarnation was not saved first"
+    );
     // Time to reconnect (heartbeat timeout, redial backoff), then a failure to recover.
     lines(40);
     let victim = workers.remove(2);

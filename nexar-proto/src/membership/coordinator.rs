@@ -7,18 +7,23 @@
 //! rendezvous needs its store. Collectives and point-to-point never touch the seed.
 //!
 //! A recovery round: a member (or the seed itself, under the automatic policy) reports
-//! dead ranks; the seed opens a round for the current epoch and calls every member not
-//! yet known dead for its vote (its own suspicions). When every such member has voted,
+//! dead ranks; the seed opens a round for the current epoch, checks what members report
+//! against what it sees itself (`round.rs`), and calls every member not yet known dead
+//! for its vote (its own suspicions). When every such member has voted,
 //! or at `recovery_timeout` (the silent ones are then counted dead too, which is how a
 //! second failure during recovery converges), the seed sends `RecoveryAgreed` to every
 //! member it can still reach, dead ones included so that a partitioned or paused node
 //! learns it was evicted. Survivors renumber densely in their old order.
+//!
+//! Under the abort policy nothing recovers, so the seed takes no votes at all: a member
+//! cannot turn a cluster that is meant to stop into one that shrinks.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::liveness::Liveness;
+use super::round::Round;
 use super::Action;
 use crate::codec::{Heartbeat, Message, RecoveryAgreed, RecoveryVote};
 use crate::config::RecoveryPolicy;
@@ -49,13 +54,6 @@ pub(crate) struct PendingJoin {
     pub(crate) hello: crate::codec::Hello,
 }
 
-#[derive(Debug)]
-struct Round {
-    dead: BTreeSet<u32>,
-    voted: BTreeSet<u32>,
-    deadline: Instant,
-}
-
 /// The seed's view of the formed cluster.
 #[derive(Debug)]
 pub(crate) struct Coordinator {
@@ -71,7 +69,11 @@ pub(crate) struct Coordinator {
     /// which says nothing). QUIC's idle timeout ends them once they fall silent.
     evicted: BTreeSet<ConnId>,
     round: Option<Round>,
-    /// Control messages from an earlier epoch, dropped.
+    /// Ranks the seed itself found down in this epoch (silent or disconnected), whether
+    /// or not a round was open: they corroborate a vote naming them.
+    down: BTreeSet<u32>,
+    /// Control messages dropped: from an earlier epoch, or recovery votes refused (under
+    /// the abort policy, or naming a rank out of range, the voter itself, or a repeat).
     stale: u64,
     /// Joiners waiting for the next checkpoint, in arrival order (bounded by the seed).
     pub(crate) pending: Vec<PendingJoin>,
@@ -101,6 +103,7 @@ impl Coordinator {
             members: Vec::new(),
             evicted: BTreeSet::new(),
             round: None,
+            down: BTreeSet::new(),
             stale: 0,
             pending: Vec::new(),
             requested: BTreeSet::new(),
@@ -145,6 +148,7 @@ impl Coordinator {
         }
         self.members = members;
         self.epoch = epoch;
+        self.down.clear();
         self.requested.clear();
         self.leaving.clear();
     }
@@ -188,7 +192,12 @@ impl Coordinator {
         match msg {
             Message::Heartbeat(_) => Vec::new(),
             Message::RecoveryVote(v) if v.epoch == self.epoch && v.voter == rank => {
-                self.vote(now, Some(rank), &v.dead)
+                if !self.acceptable(rank, &v.dead) {
+                    self.stale += 1;
+                    tracing::warn!(rank, epoch = self.epoch, "recovery vote refused");
+                    return Vec::new();
+                }
+                self.member_vote(now, rank, &v.dead)
             }
             Message::RecoveryVote(_) => {
                 self.stale += 1;
@@ -241,16 +250,7 @@ impl Coordinator {
             }
         }
         actions.extend(self.end_grace(now));
-        if let Some(round) = &mut self.round {
-            if round.deadline <= now {
-                // The silent are dead too: that is how a second failure converges.
-                let silent: Vec<u32> = (0..self.members.len() as u32)
-                    .filter(|r| !round.dead.contains(r) && !round.voted.contains(r))
-                    .collect();
-                round.dead.extend(silent);
-                actions.extend(self.commit(now));
-            }
-        }
+        actions.extend(self.progress(now));
         actions
     }
 
@@ -258,7 +258,8 @@ impl Coordinator {
         self.liveness
             .poll_timeout()
             .into_iter()
-            .chain(self.round.as_ref().map(|r| r.deadline))
+            .chain(self.round.as_ref().and_then(|r| r.deadline))
+            .chain(self.round.as_ref().and_then(Round::next_probe))
             .chain(self.grace)
             .min()
     }
@@ -299,8 +300,13 @@ impl Coordinator {
             self.liveness.untrack(old);
         }
         self.liveness.track(conn, now);
+        self.down.remove(&rank);
         match &self.round {
-            Some(round) if !round.dead.contains(&rank) && !round.voted.contains(&rank) => {
+            Some(round)
+                if round.called()
+                    && !round.dead.contains(&rank)
+                    && !round.voted.contains(&rank) =>
+            {
                 vec![Action::Send {
                     conn,
                     msg: Message::RecoveryVote(RecoveryVote {
@@ -332,47 +338,73 @@ impl Coordinator {
 
     /// The seed itself finds `rank` dead (silent, or its connection lost).
     fn suspect(&mut self, now: Instant, rank: u32) -> Vec<Action> {
+        self.down.insert(rank);
         // Under abort and manual, the members decide whether to recover; the seed only
         // adds what it knows to a round someone opened.
         if self.policy == RecoveryPolicy::Automatic || self.round.is_some() {
-            self.vote(now, None, &[rank])
+            self.round_mut().kill(rank);
+            self.progress(now)
         } else {
             Vec::new()
         }
     }
 
-    /// A vote (from `voter`, or from the seed itself when `None`) naming `dead`.
-    fn vote(&mut self, now: Instant, voter: Option<u32>, dead: &[u32]) -> Vec<Action> {
+    /// Whether a vote from `voter` naming `dead` may count: never under the abort
+    /// policy; only ranks of this epoch, each once, and not the voter.
+    fn acceptable(&self, voter: u32, dead: &[u32]) -> bool {
         let world = self.members.len() as u32;
-        let opened = self.round.is_none();
-        let round = self.round.get_or_insert_with(|| Round {
-            dead: BTreeSet::new(),
-            voted: BTreeSet::new(),
-            deadline: now + self.recovery_timeout,
-        });
-        let before = round.dead.len();
-        round.dead.extend(
-            dead.iter()
-                .copied()
-                .filter(|r| *r < world && Some(*r) != voter),
-        );
-        if let Some(v) = voter {
-            round.voted.insert(v);
+        let distinct: BTreeSet<u32> = dead.iter().copied().collect();
+        self.policy != RecoveryPolicy::Abort
+            && distinct.len() == dead.len()
+            && dead.iter().all(|r| *r < world && *r != voter)
+    }
+
+    fn round_mut(&mut self) -> &mut Round {
+        let probe = self.heartbeat_timeout;
+        self.round.get_or_insert_with(|| Round::new(probe))
+    }
+
+    /// A member's vote naming `dead` (checked by `acceptable`).
+    fn member_vote(&mut self, now: Instant, voter: u32, dead: &[u32]) -> Vec<Action> {
+        if self.round.as_ref().is_some_and(|r| r.dead.contains(&voter)) {
+            return Vec::new(); // already out of this round
         }
-        let grew = round.dead.len() > before;
+        let down = std::mem::take(&mut self.down);
+        self.round_mut().vote(now, voter, dead, &down);
+        self.down = down;
+        self.progress(now)
+    }
+
+    /// Move the round on at `now`: settle accusations due, call members once there is
+    /// something to report (again when the dead set grows), count the silent dead at the
+    /// deadline, and commit when nothing is left open.
+    fn progress(&mut self, now: Instant) -> Vec<Action> {
+        let world = self.members.len() as u32;
+        let Some(round) = &mut self.round else {
+            return Vec::new();
+        };
+        let before = round.dead.len();
+        let (members, liveness) = (&self.members, &self.liveness);
+        round.resolve(now, |rank, since| {
+            members
+                .get(rank as usize)
+                .and_then(|m| m.conn)
+                .and_then(|c| liveness.last_heard(c))
+                .is_some_and(|t| t > since)
+        });
+        let opening = !round.called() && round.callable();
+        if opening {
+            round.deadline = Some(now + self.recovery_timeout);
+        }
         let mut actions = Vec::new();
-        if opened || grew {
+        if opening || (round.called() && round.dead.len() > before) {
             let call = Message::RecoveryVote(RecoveryVote {
                 epoch: self.epoch,
                 voter: RecoveryVote::COORDINATOR,
                 dead: round.dead.iter().copied().collect(),
             });
-            for (rank, m) in self.members.iter().enumerate() {
-                let rank = rank as u32;
-                if let (Some(conn), false) = (
-                    m.conn,
-                    round.dead.contains(&rank) || round.voted.contains(&rank),
-                ) {
+            for rank in round.silent(world) {
+                if let Some(conn) = self.members[rank as usize].conn {
                     actions.push(Action::Send {
                         conn,
                         msg: call.clone(),
@@ -380,8 +412,13 @@ impl Coordinator {
                 }
             }
         }
-        let complete = (0..world).all(|r| round.dead.contains(&r) || round.voted.contains(&r));
-        if complete {
+        if round.deadline.is_some_and(|d| d <= now) {
+            // The silent are dead too: that is how a second failure converges.
+            for rank in round.silent(world) {
+                round.kill(rank);
+            }
+        }
+        if round.complete(world) {
             actions.extend(self.commit(now));
         }
         actions
@@ -419,6 +456,7 @@ impl Coordinator {
             }
         }
         self.epoch = new_epoch;
+        self.down.clear();
         // Checkpoint requests were for the old epoch; members send them again.
         self.requested.clear();
         self.leaving.clear();

@@ -67,6 +67,12 @@ impl Liveness {
         self.links.contains_key(&conn)
     }
 
+    /// When `conn` was last heard from; `None` if it is not watched (never tracked, lost,
+    /// or already reported silent).
+    pub(crate) fn last_heard(&self, conn: ConnId) -> Option<Instant> {
+        self.links.get(&conn).map(|l| l.last_heard)
+    }
+
     /// Stop watching every connection not in `keep`.
     pub(crate) fn retain(&mut self, keep: &[ConnId]) {
         self.links.retain(|c, _| keep.contains(c));

@@ -11,6 +11,7 @@ pub(crate) mod liveness;
 mod mesh;
 pub(crate) mod proof;
 mod restart;
+mod round;
 pub(crate) mod seed;
 pub(crate) mod view;
 pub(crate) mod worker;

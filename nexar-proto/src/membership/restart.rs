@@ -16,12 +16,23 @@ use super::seed::SeedState;
 use crate::codec::{SeedSnapshot, SnapshotMember};
 
 /// What a seed was built from: the part of its config the snapshot must carry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(crate) struct Origin {
     pub(crate) rng_seed: [u8; 32],
     pub(crate) unix_time: u64,
     pub(crate) incarnation: u64,
     pub(crate) addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin")
+            .field("rng_seed", &crate::config::REDACTED)
+            .field("unix_time", &self.unix_time)
+            .field("incarnation", &self.incarnation)
+            .field("addr", &self.addr)
+            .finish()
+    }
 }
 
 impl SeedState {

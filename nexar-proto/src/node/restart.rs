@@ -29,8 +29,11 @@ impl Node {
     ///
     /// `config` gives timings, limits and policies; its `rng_seed`, `unix_time`,
     /// `listen_addr` and `incarnation` are replaced by the snapshot's (the incarnation by
-    /// the next one, and `Event::SeedStateChanged` asks at once for it to be written, so
-    /// no two lives share randomness). Members come back by redialling; those not back
+    /// the next one, and `Event::SeedStateChanged` asks for it to be written, so no two
+    /// lives share randomness). Write [`seed_snapshot`](Self::seed_snapshot) durably
+    /// before feeding the node its first datagram: a seed that served and crashed again
+    /// before the write would come back as the same incarnation a second time, drawing the
+    /// same randomness. Members come back by redialling; those not back
     /// within `recovery_timeout + heartbeat_timeout` are then treated as silent (voted
     /// dead by the seed itself under the automatic policy). Bind the socket to
     /// [`SeedSnapshot::addr`] before feeding datagrams.

@@ -26,3 +26,21 @@ impl SimHost for Node {
         Node::poll_timeout(self)
     }
 }
+
+impl Node {
+    /// Test hook (feature `sim`): a worker puts `msg` on its control stream to the seed as
+    /// it is, whatever its state, so that tests can play a member that lies (a forged
+    /// recovery vote, a wrong epoch). Returns whether it was queued.
+    #[doc(hidden)]
+    pub fn send_to_seed(&mut self, msg: &crate::codec::Message) -> bool {
+        let super::Role::Worker(w) = &self.role else {
+            return false;
+        };
+        let Some(conn) = w.seed_conn() else {
+            return false;
+        };
+        self.transport
+            .send(conn, crate::transport::StreamClass::Control, msg.to_frame())
+            .is_ok()
+    }
+}

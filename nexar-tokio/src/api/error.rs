@@ -71,6 +71,15 @@ pub enum NexarError {
         /// The largest payload accepted.
         max: usize,
     },
+    /// A file that holds secrets (the seed's state file, a ticket file) could have been
+    /// read or planted by another local user: it is refused, not used.
+    #[error("refusing {path}: {reason}")]
+    InsecureFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Who else could read or write it.
+        reason: String,
+    },
     /// The node answered with an outcome of another kind: a bug in nexar.
     #[error("internal error: {0}")]
     Internal(String),

@@ -88,6 +88,8 @@ pub(crate) struct NodeHost {
     last_io: Instant,
     /// Seed: where to write its state on every change.
     pub(super) state_file: Option<std::path::PathBuf>,
+    /// Seed: one warning per rejected joiner, within a budget (anyone can cause them).
+    rejections: super::log_limit::LogLimit,
 }
 
 impl NodeHost {
@@ -116,6 +118,7 @@ impl NodeHost {
             closing: None,
             last_io: now,
             state_file: None,
+            rejections: super::log_limit::LogLimit::new(20, Duration::from_secs(1), now),
         }
     }
 
@@ -205,7 +208,7 @@ impl NodeHost {
         let mut any = self.retry_parked(now);
         while let Some(event) = self.node.poll_event() {
             any = true;
-            self.on_event(event);
+            self.on_event(now, event);
         }
         any
     }
@@ -268,7 +271,7 @@ impl NodeHost {
         any
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, now: Instant, event: Event) {
         if crate::membership::is_membership(&event) {
             if let Event::EpochChanged {
                 epoch,
@@ -326,9 +329,16 @@ impl NodeHost {
                     let _ = waiter.send(world_size);
                 }
             }
-            Event::JoinerRejected { remote, reason } => {
-                tracing::warn!(%remote, ?reason, "joiner rejected");
-            }
+            Event::JoinerRejected { remote, reason } => match self.rejections.admit(now) {
+                Some(0) => tracing::warn!(%remote, ?reason, "joiner rejected"),
+                Some(suppressed) => tracing::warn!(
+                    %remote,
+                    ?reason,
+                    suppressed,
+                    "joiner rejected ({suppressed} more rejections not logged before it)"
+                ),
+                None => {}
+            },
             Event::SeedStateChanged { epoch } => {
                 let (Some(path), Some(bytes)) = (&self.state_file, self.node.seed_snapshot())
                 else {

@@ -27,6 +27,7 @@ mod communicator;
 mod config;
 mod error;
 mod host;
+mod log_limit;
 mod net;
 mod pending;
 mod seed;

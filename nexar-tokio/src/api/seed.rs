@@ -28,15 +28,32 @@ impl Seed {
         config: Config,
     ) -> Result<Seed, NexarError> {
         let saved = match &config.state_file {
-            Some(path) => crate::state_file::read(path)
-                .map_err(|e| NexarError::io("reading the seed's state file", e))?,
+            Some(path) => crate::state_file::read(path).map_err(|e| match e {
+                crate::state_file::ReadError::Io(e) => {
+                    NexarError::io("reading the seed's state file", e)
+                }
+                crate::state_file::ReadError::Insecure(reason) => NexarError::InsecureFile {
+                    path: path.clone(),
+                    reason,
+                },
+            })?,
             None => None,
         };
         let (socket, local) = bind(addr)?;
         let node_config = config.node_config(local)?;
         let now = Instant::now();
         let node = match saved {
-            Some(saved) => Node::seed_restore(node_config, &saved, now)?,
+            Some(saved) => {
+                let node = Node::seed_restore(node_config, &saved, now)?;
+                // The new incarnation is on disk before the first datagram is read: a seed
+                // that crashed again before writing it would come back as the same
+                // incarnation, with the same randomness, a second time.
+                if let (Some(path), Some(bytes)) = (&config.state_file, node.seed_snapshot()) {
+                    crate::state_file::write(path, &bytes)
+                        .map_err(|e| NexarError::io("writing the seed's state file", e))?;
+                }
+                node
+            }
             None => {
                 let mut seed_config = SeedConfig::new(world_size, os_random()?);
                 seed_config.max_world_size = config.max_world_size.unwrap_or(world_size);

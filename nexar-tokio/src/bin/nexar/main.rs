@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! nexar seed --listen 10.0.0.1:4000 --world-size 4 --ticket-file /shared/ticket
-//! nexar worker --join nexar1-...@10.0.0.1:4000 bench allreduce --max-bytes 16M
+//! nexar worker --join-file /shared/ticket bench allreduce --max-bytes 16M
 //! nexar local --ranks 4 bench allreduce --min-bytes 8 --max-bytes 64M --json
 //! nexar local --ranks 4 --driver smol bench allreduce     # on nexar-smol (feature smol-driver)
 //! ```
@@ -14,6 +14,9 @@ mod local;
 mod malloc;
 mod rank;
 mod resilient;
+// The same private-file rules as the library's state file, for the ticket file.
+#[path = "../../state_file.rs"]
+mod state_file;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -39,8 +42,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Start the seed: print the join ticket, serve until the cluster forms, then until
-    /// interrupted or until every worker has left.
+    /// Start the seed: print the join ticket (with --ticket-file, only where it is and the
+    /// seed's address and key pin), serve until the cluster forms, then until interrupted
+    /// or until every worker has left.
     Seed(SeedArgs),
     /// Join a cluster as one rank and run a job.
     Worker(WorkerArgs),
@@ -56,8 +60,9 @@ struct SeedArgs {
     /// Number of ranks [default: NEXAR_WORLD_SIZE, WORLD_SIZE or SLURM_NTASKS].
     #[arg(long)]
     world_size: Option<u32>,
-    /// Also write the ticket to this file (mode 0600; removed when the seed exits), for
-    /// workers started with NEXAR_JOIN_FILE.
+    /// Write the ticket to this file instead of stdout (mode 0600, owned by this user;
+    /// removed when the seed exits), for workers started with --join-file or
+    /// NEXAR_JOIN_FILE. Stdout then shows only the file, the address and the key pin.
     #[arg(long)]
     ticket_file: Option<PathBuf>,
     /// The address workers should dial, if not the listen address (NAT, 0.0.0.0).
@@ -107,9 +112,15 @@ impl MotionArgs {
 
 #[derive(Debug, Args)]
 struct WorkerArgs {
-    /// The seed's join ticket [default: NEXAR_JOIN, or the file NEXAR_JOIN_FILE].
-    #[arg(long)]
+    /// The seed's join ticket [default: NEXAR_JOIN, or the file NEXAR_JOIN_FILE]. It holds
+    /// the cluster's secret: on a shared host every user can read it in the process list
+    /// (ps, /proc); use --join-file there.
+    #[arg(long, conflicts_with = "join_file")]
     join: Option<String>,
+    /// A file holding the seed's join ticket (what `nexar seed --ticket-file` wrote). It is
+    /// refused unless owned by this user with no access for group or others.
+    #[arg(long)]
+    join_file: Option<PathBuf>,
     /// Ask for this rank [default: NEXAR_RANK, RANK or SLURM_PROCID].
     #[arg(long)]
     rank: Option<u32>,
@@ -204,14 +215,15 @@ async fn seed(args: SeedArgs) -> Result<bool, Error> {
     let env = LaunchEnv::from_env()?;
     // A restart binds the address its ticket names, unless told otherwise.
     let saved = match &args.state_file {
-        Some(path) if path.exists() => {
-            let bytes = std::fs::read(path)?;
-            Some(nexar_proto::codec::SeedSnapshot::decode(
+        Some(path) => match state_file::read(path) {
+            Ok(Some(bytes)) => Some(nexar_proto::codec::SeedSnapshot::decode(
                 &bytes,
                 &nexar_proto::codec::Limits::DEFAULT,
-            )?)
-        }
-        _ => None,
+            )?),
+            Ok(None) => None,
+            Err(e) => return Err(format!("refusing {}: {e}", path.display()).into()),
+        },
+        None => None,
     };
     let listen = args
         .listen
@@ -241,13 +253,16 @@ async fn seed(args: SeedArgs) -> Result<bool, Error> {
     });
     let seed = Seed::bind(listen, world_size, config).await?;
     let ticket = seed.ticket().to_string();
-    // The file first: whoever reads the ticket on stdout may count on the file too.
-    if let Some(path) = &args.ticket_file {
-        write_ticket(path, &ticket)?;
-    }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{ticket}")?;
+        match &args.ticket_file {
+            // The file first: whoever reads stdout may count on the file being there.
+            Some(path) => {
+                write_ticket(path, &ticket)?;
+                writeln!(out, "{}", ticket_notice(path, seed.ticket()))?;
+            }
+            None => writeln!(out, "{ticket}")?,
+        }
         out.flush()?;
     }
     if seed.ticket().addr.ip().is_unspecified() {
@@ -296,28 +311,30 @@ async fn serve(seed: &Seed) -> Result<(), Error> {
     }
 }
 
-/// Write the ticket where only this user can read it: it is the cluster's password.
+/// Write the ticket where only this user can read it: it is the cluster's password. The
+/// rename at the end means a worker polling for the file never reads half a ticket.
 fn write_ticket(path: &Path, ticket: &str) -> Result<(), Error> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    writeln!(file, "{ticket}")?;
-    file.sync_all()?;
-    // Rename so that a worker polling for the file never reads half a ticket.
-    std::fs::rename(&tmp, path).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    Ok(())
+    state_file::write(path, format!("{ticket}\n").as_bytes())
+        .map_err(|e| format!("writing {}: {e}", path.display()).into())
+}
+
+/// What the seed prints when the ticket went to a file: nothing secret (the secret is the
+/// only part of the ticket that is).
+fn ticket_notice(path: &Path, ticket: &JoinTicket) -> String {
+    let pin: String = ticket.pin.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "nexar seed: ticket in {} (seed {}, key pin {pin})",
+        path.display(),
+        ticket.addr
+    )
 }
 
 async fn worker(args: WorkerArgs) -> Result<bool, Error> {
     let env = LaunchEnv::from_env()?;
-    let ticket: JoinTicket = match &args.join {
-        Some(text) => text.parse()?,
-        None => env.ticket.clone().ok_or(EnvError::MissingTicket)?,
+    let ticket: JoinTicket = match (&args.join, &args.join_file) {
+        (Some(text), _) => text.parse()?,
+        (None, Some(path)) => LaunchEnv::ticket_file(path)?,
+        (None, None) => env.ticket.clone().ok_or(EnvError::MissingTicket)?,
     };
     let mut config = args
         .motion
