@@ -4,8 +4,9 @@
 //! stream, so it arrives once and in order. The sequence number on each message is a
 //! check on that, not a mechanism: a gap or repeat means a broken or hostile peer.
 //!
-//! Memory is bounded per source. Past `max_unmatched_bytes` of messages nobody has asked
-//! for yet, the node stops reading that source's stream; the bytes stay in QUIC, whose
+//! Memory is bounded per source. Each unmatched message counts its payload plus a fixed
+//! overhead (so a flood of empty messages, each with a new tag, is bounded too). Past
+//! `max_unmatched_bytes` of messages nobody has asked for yet, the node stops reading that source's stream; the bytes stay in QUIC, whose
 //! flow control stops the sender, whose own queue then fills and its next `send` fails
 //! with `Backpressure`. Nothing is dropped and nothing grows without limit.
 
@@ -14,6 +15,14 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use crate::event::{Event, OpId, Outcome};
+
+/// What one unmatched message costs beyond its payload: its queue slot, the (source,
+/// tag) entries that match and sequence it, and allocation rounding.
+pub(crate) const UNMATCHED_OVERHEAD: usize = 128;
+
+fn cost(data: &Bytes) -> usize {
+    UNMATCHED_OVERHEAD + data.len()
+}
 
 /// Why an arrival was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +73,10 @@ impl P2p {
             });
         }
         *expected += 1;
-        if let Some(op) = self
-            .posted
-            .get_mut(&(from, tag))
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(op) = pop(&mut self.posted, (from, tag)) {
             return Ok(Some(received(op, from, tag, data)));
         }
-        *self.unmatched_bytes.entry(from).or_insert(0) += data.len();
+        *self.unmatched_bytes.entry(from).or_insert(0) += cost(&data);
         self.unmatched
             .entry((from, tag))
             .or_default()
@@ -81,13 +86,9 @@ impl P2p {
 
     /// Post a receive: completes now if a message is waiting, else when one arrives.
     pub(crate) fn post(&mut self, op: OpId, from: u32, tag: u64) -> Option<Event> {
-        if let Some(data) = self
-            .unmatched
-            .get_mut(&(from, tag))
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(data) = pop(&mut self.unmatched, (from, tag)) {
             if let Some(b) = self.unmatched_bytes.get_mut(&from) {
-                *b -= data.len();
+                *b = b.saturating_sub(cost(&data));
             }
             return Some(received(op, from, tag, data));
         }
@@ -95,7 +96,8 @@ impl P2p {
         None
     }
 
-    /// Bytes buffered from `from` that no receive has claimed.
+    /// Bytes buffered from `from` that no receive has claimed (with the per-message
+    /// overhead).
     pub(crate) fn unmatched_bytes(&self, from: u32) -> usize {
         self.unmatched_bytes.get(&from).copied().unwrap_or(0)
     }
@@ -129,6 +131,17 @@ impl P2p {
     }
 }
 
+/// The front of `key`'s queue, dropping the entry once empty (so maps keyed by tags a
+/// peer chooses do not keep one entry per tag ever used).
+fn pop<T>(map: &mut BTreeMap<(u32, u64), VecDeque<T>>, key: (u32, u64)) -> Option<T> {
+    let queue = map.get_mut(&key)?;
+    let item = queue.pop_front();
+    if queue.is_empty() {
+        map.remove(&key);
+    }
+    item
+}
+
 fn received(op: OpId, from: u32, tag: u64, data: Bytes) -> Event {
     Event::Completed {
         op,
@@ -145,7 +158,7 @@ mod tests {
         let mut p = P2p::default();
         assert_eq!(p.on_arrival(1, 7, 0, Bytes::from_static(b"a")), Ok(None));
         assert_eq!(p.on_arrival(1, 7, 1, Bytes::from_static(b"b")), Ok(None));
-        assert_eq!(p.unmatched_bytes(1), 2);
+        assert_eq!(p.unmatched_bytes(1), 2 + 2 * UNMATCHED_OVERHEAD);
         let first = p.post(OpId(1), 1, 7).unwrap();
         assert!(
             matches!(first, Event::Completed { outcome: Ok(Outcome::Received { ref data, .. }), .. } if data == "a")
@@ -156,7 +169,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(matches!(later, Event::Completed { op: OpId(2), .. }));
-        assert_eq!(p.unmatched_bytes(1), 1);
+        assert_eq!(p.unmatched_bytes(1), 1 + UNMATCHED_OVERHEAD);
     }
 
     #[test]

@@ -11,9 +11,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nexar_proto::codec::{Algorithm, Chunk, ChunkHeader, Message, Tagged};
+use nexar_proto::codec::{
+    Algorithm, Chunk, ChunkHeader, CollectiveKind, DType, Fingerprint, Message, ReduceOp, Tagged,
+};
+use nexar_proto::collective::{Buffer, CommId};
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId};
-use nexar_proto::{Command, NodeConfig, Outcome, RecoveryPolicy};
+use nexar_proto::{Command, NodeConfig, OpError, Outcome, RecoveryPolicy};
+use nexar_tests::collectives::wait_all;
 use nexar_tests::motion::{allreduce, correct_on, downs, evicted, run_until_epochs, timings};
 use nexar_tests::support::{form, lan};
 
@@ -196,4 +200,118 @@ fn next_epoch_frames(seed: u64) -> Result<(), String> {
 #[test]
 fn next_epoch_frames_neither_freeze_nor_grow() {
     guarded("next_epoch_frames", 6, next_epoch_frames);
+}
+
+/// An abort chunk (step `u32::MAX`) for (comm, seq) carrying `fingerprint`.
+fn abort(epoch: u64, comm: u64, seq: u64, fingerprint: Option<Fingerprint>) -> Message {
+    Message::Chunk(Chunk {
+        header: ChunkHeader {
+            epoch,
+            comm,
+            seq,
+            algorithm: Algorithm::Ring,
+            step: u32::MAX,
+            offset: 0,
+        },
+        fingerprint,
+        payload: Bytes::new().into(),
+    })
+}
+
+/// A fingerprint no rank here ever has.
+fn bogus() -> Fingerprint {
+    Fingerprint {
+        kind: CollectiveKind::AllReduce,
+        dtype: DType::F32,
+        op: ReduceOp::Sum,
+        count: 999_999,
+        root: 0,
+        algorithm: Algorithm::Ring,
+    }
+}
+
+/// Forged aborts from a member: for an operation far in the future, for one too old to
+/// judge (more than the 16 last), without a fingerprint, on an unknown communicator,
+/// sent to every honest rank. None of them fails the collectives that follow (the old
+/// code failed the next one on every victim with `Mismatch`), what is held for them is
+/// bounded, and the ignored ones are counted.
+fn forged_aborts(seed: u64) -> Result<(), String> {
+    const BEFORE: u64 = 18;
+    let mut c = ClusterSim::with_workers_config(seed, 4, lan(), config);
+    let ranks = form(&mut c)?;
+    let hostile = ranks[3];
+    let epoch = c.ready(ranks[0]).ok_or("not ready")?.2;
+    for _ in 0..BEFORE {
+        correct_on(&mut c, &ranks, &allreduce(64))?;
+    }
+    let world = CommId::WORLD.0;
+    for to in 0..3 {
+        for m in [
+            abort(epoch, world, u64::MAX, Some(bogus())),
+            abort(epoch, world, BEFORE + 1000, Some(bogus())),
+            abort(epoch, world, 0, Some(bogus())),
+            abort(epoch, world, BEFORE - 1, None),
+            abort(epoch, 0xbad, 0, Some(bogus())),
+        ] {
+            send(&mut c, hostile, to, &m)?;
+        }
+    }
+    c.run_until(Duration::from_millis(200), |_| false);
+    for _ in 0..3 {
+        correct_on(&mut c, &ranks, &allreduce(64))?;
+    }
+    for &h in &ranks[..3] {
+        let stats = c.node(h).ok_or("node")?.stats();
+        // The too-old one and the one without a fingerprint.
+        if stats.aborts_ignored < 2 {
+            return Err(format!("{h}: {} aborts ignored", stats.aborts_ignored));
+        }
+        // Three held for operations not started (u64::MAX, +1000, unknown comm).
+        if stats.early_held_bytes > 3 * 128 + 3 * 64 {
+            return Err(format!("{h}: {} early bytes", stats.early_held_bytes));
+        }
+    }
+    nobody_down(&c, &ranks)
+}
+
+#[test]
+fn forged_aborts_fail_no_later_collective() {
+    guarded("forged_aborts", 6, forged_aborts);
+}
+
+/// An honest mismatch (rank 2 asks for a different count) fails that collective on every
+/// rank, and the next one, called alike, completes exactly: the aborts that cross after
+/// the failure name an operation that already failed, and poison nothing.
+fn mismatch_then_success(seed: u64) -> Result<(), String> {
+    let mut c = ClusterSim::with_workers_config(seed, 4, lan(), config);
+    let ranks = form(&mut c)?;
+    let mut ops = Vec::new();
+    for (r, h) in ranks.iter().enumerate() {
+        let count = if r == 2 { 64 } else { 32 };
+        let cmd = Command::Collective {
+            comm: CommId::WORLD,
+            kind: CollectiveKind::AllReduce,
+            op: ReduceOp::Sum,
+            root: 0,
+            count,
+            input: Buffer::from_vec(vec![1.0f32; count]),
+        };
+        ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
+    }
+    for (r, got) in wait_all(&mut c, &ops, Duration::from_secs(20))?
+        .into_iter()
+        .enumerate()
+    {
+        if !matches!(got, Err(OpError::Mismatch { .. })) {
+            return Err(format!("rank {r}: {got:?}"));
+        }
+    }
+    c.run_until(Duration::from_millis(100), |_| false);
+    correct_on(&mut c, &ranks, &allreduce(32))?;
+    correct_on(&mut c, &ranks, &allreduce(32))
+}
+
+#[test]
+fn an_honest_mismatch_poisons_nothing_after_it() {
+    guarded("mismatch_then_success", 10, mismatch_then_success);
 }

@@ -58,7 +58,8 @@ pub struct NodeStats {
     pub connections: usize,
     /// Seed: joiners not yet welcomed or rejected.
     pub pending_joiners: usize,
-    /// Worker: bytes of tagged messages received that no receive has claimed yet.
+    /// Worker: bytes of tagged messages received that no receive has claimed yet, each
+    /// counted as its payload plus a fixed overhead.
     pub unmatched_bytes: usize,
     /// Messages dropped because they belonged to an earlier epoch (or, at the seed, came
     /// from an evicted member).
@@ -69,6 +70,12 @@ pub struct NodeStats {
     /// Worker: messages from a later epoch dropped, being further ahead than the next
     /// epoch or over the bound on what is held.
     pub future_dropped: u64,
+    /// Worker: collective chunks held for operations not started here yet, as payload
+    /// bytes plus a fixed overhead per chunk (this epoch).
+    pub early_held_bytes: usize,
+    /// Worker: collective abort chunks ignored in this epoch (no fingerprint, naming an
+    /// operation too old to judge, or contradicting what their sender told us).
+    pub aborts_ignored: u64,
     /// RPC calls of ours awaiting an answer.
     pub rpc_calls: usize,
     /// RPC requests handed to the application and not answered yet.
@@ -324,6 +331,11 @@ impl Node {
             },
             future_held_bytes: self.motion.future_bytes(),
             future_dropped: self.motion.future_dropped,
+            early_held_bytes: self.exec.as_ref().map_or(0, |e| e.early_bytes()),
+            aborts_ignored: self
+                .exec
+                .as_ref()
+                .map_or(0, |e| e.counters().aborts_ignored),
             rpc_calls: self.rpc.calls_in_flight(),
             rpc_requests: self.rpc.requests_pending(),
             rpc_ignored_responses: self.rpc.counters().ignored_responses,

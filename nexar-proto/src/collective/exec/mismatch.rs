@@ -6,6 +6,15 @@ use crate::codec::{Chunk, ChunkHeader, Fingerprint, Message, Pieces};
 use crate::error::OpError;
 
 impl Executor {
+    /// An abort for an operation that is running or has ended here (one not started yet
+    /// is held until it starts; see `on_chunk`).
+    ///
+    /// An honest abort carries its sender's own fingerprint. For a running operation a
+    /// different one is a mismatch. For an ended one it is believed only if we can
+    /// neither confirm nor refute it: an equal fingerprint, one contradicting what the
+    /// sender itself told us in that operation, an operation that already failed here
+    /// (the application has its error), or one too old to judge, are ignored and
+    /// counted, so a forged abort cannot fail an operation it does not name.
     pub(super) fn on_abort(
         &mut self,
         key: (u64, u64),
@@ -13,39 +22,48 @@ impl Executor {
         theirs: Option<Fingerprint>,
         out: &mut Vec<ExecOutput>,
     ) {
-        let Some(theirs) = theirs else { return };
-        let mine = self.ops.get(&key).map(|o| o.run.fp);
-        match mine {
-            Some(fp) if fp != theirs => {
+        let Some(theirs) = theirs else {
+            self.counters.aborts_ignored += 1;
+            return;
+        };
+        if let Some(mine) = self.ops.get(&key).map(|o| o.run.fp) {
+            if mine != theirs {
                 let err = self.mismatch_error(key.0, key.1, peer, theirs);
                 self.fail(key.0, key.1, err, out);
             }
-            Some(_) => {}
-            None => {
-                // Already finished here (or never started): the next operation on this
-                // communicator reports it, so the application still hears of it.
-                let err = OpError::Mismatch {
-                    comm: key.0,
-                    seq: key.1,
-                    field: "unknown (finished locally)",
-                    rank: self.me,
-                    peer: self.world_rank(key.0, peer),
-                    flight: self.flight.snapshot(),
-                };
-                self.poisoned.entry(key.0).or_insert(err);
-            }
+            return self.send_abort(key.0, key.1, out);
         }
+        let believed = match self.ended.iter().find(|e| e.key == key) {
+            Some(e) => !e.failed && e.fp != theirs && !e.checked.contains(&peer),
+            None => false,
+        };
+        if !believed {
+            self.counters.aborts_ignored += 1;
+            return;
+        }
+        // Finished here while others mismatched: the next operation on this
+        // communicator reports it, so the application still hears of it.
+        let err = OpError::Mismatch {
+            comm: key.0,
+            seq: key.1,
+            field: "unknown (finished locally)",
+            rank: self.me,
+            peer: self.world_rank(key.0, peer),
+            flight: self.flight.snapshot(),
+        };
+        self.poisoned.entry(key.0).or_insert(err);
         self.send_abort(key.0, key.1, out);
     }
 
     /// Tell every member our fingerprint for (comm, seq), once.
     pub(super) fn send_abort(&mut self, comm: u64, seq: u64, out: &mut Vec<ExecOutput>) {
-        if !self.aborts_sent.insert((comm, seq)) {
-            return;
-        }
+        // Only for operations we ran (so the set stays as small as the ones we know).
         let Some(fp) = self.flight_fp(comm, seq) else {
             return;
         };
+        if !self.aborts_sent.insert((comm, seq)) {
+            return;
+        }
         let Some(c) = self.comms.get(&CommId(comm)) else {
             return;
         };

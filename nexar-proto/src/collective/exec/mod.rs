@@ -11,11 +11,12 @@
 //! a rank that receives any abort sends its own fingerprint to everyone once. So every
 //! rank sees every differing fingerprint and fails with `Mismatch`, instead of hanging.
 
+mod early;
 mod mismatch;
 mod start;
 mod validate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use super::flight::{FlightRecorder, FlightState};
 use super::plan_cache::PlanCache;
 use super::running::{InChunk, OutChunk, Running, Violation};
 use super::select::CollectiveConfig;
-use crate::codec::{Chunk, Message, Pieces};
+use crate::codec::{Chunk, Fingerprint, Message, Pieces};
 use crate::error::OpError;
 use crate::event::{OpId, Outcome};
 
@@ -72,12 +73,27 @@ struct Op {
     run: Running,
 }
 
-/// Chunks for operations that have not started here yet, by (comm, seq).
-#[derive(Debug, Default)]
-struct Early {
-    chunks: BTreeMap<(u64, u64), Vec<(u32, Chunk)>>,
-    bytes: usize,
-    paused: BTreeSet<u32>,
+/// An operation that ended here, kept a while to judge aborts that arrive after it.
+#[derive(Debug)]
+struct Ended {
+    key: (u64, u64),
+    fp: Fingerprint,
+    /// Peers whose own fingerprint we checked (and found equal) in this operation.
+    checked: BTreeSet<u32>,
+    /// It failed here: the application has already had its error.
+    failed: bool,
+}
+
+/// How many ended operations are kept for judging late aborts (as many as the flight
+/// recorder shows).
+const ENDED_LEN: usize = crate::collective::flight::FLIGHT_RECORD_LEN;
+
+/// Counters a member's traffic can move.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ExecCounters {
+    /// Abort chunks ignored: no fingerprint, for an operation too old to judge, or
+    /// contradicting what the sender told us in that operation.
+    pub(crate) aborts_ignored: u64,
 }
 
 pub(crate) struct Executor {
@@ -86,10 +102,12 @@ pub(crate) struct Executor {
     config: ExecConfig,
     comms: BTreeMap<CommId, Communicator>,
     ops: BTreeMap<(u64, u64), Op>,
-    early: Early,
+    early: early::Early,
     /// Mismatches seen for operations that had already finished here: the next
     /// operation on that communicator fails with it.
     poisoned: BTreeMap<u64, OpError>,
+    ended: VecDeque<Ended>,
+    counters: ExecCounters,
     aborts_sent: BTreeSet<(u64, u64)>,
     flight: FlightRecorder,
     plans: PlanCache,
@@ -115,8 +133,10 @@ impl Executor {
             config,
             comms,
             ops: BTreeMap::new(),
-            early: Early::default(),
+            early: early::Early::default(),
             poisoned: BTreeMap::new(),
+            ended: VecDeque::new(),
+            counters: ExecCounters::default(),
             aborts_sent: BTreeSet::new(),
             flight: FlightRecorder::default(),
             plans: PlanCache::default(),
@@ -142,13 +162,15 @@ impl Executor {
         let Some(peer) = comm.rank_of(from) else {
             return;
         };
+        if !self.ops.contains_key(&key) && h.seq >= comm.next_seq {
+            // Not started here yet, aborts included: an abort is judged against the
+            // operation it names once we run it, so it cannot fail any other one.
+            return self.hold_early(from, chunk, out);
+        }
         if h.step == ABORT_STEP {
             return self.on_abort(key, peer, chunk.fingerprint, out);
         }
         if !self.ops.contains_key(&key) {
-            if h.seq >= comm.next_seq {
-                self.hold_early(from, chunk, out);
-            }
             return; // a finished operation's straggler: nothing to do
         }
         let mut sends = Vec::new();
@@ -168,26 +190,54 @@ impl Executor {
         self.after_progress(h.comm, h.seq, sends, result, out);
     }
 
+    /// Each peer's share of the early window.
+    fn early_share(&self) -> usize {
+        let peers = self
+            .comms
+            .get(&CommId::WORLD)
+            .map_or(1, |c| c.size())
+            .max(2)
+            - 1;
+        self.config.max_early_bytes / peers as usize
+    }
+
     fn hold_early(&mut self, from: u32, chunk: Chunk, out: &mut Vec<ExecOutput>) {
-        let key = (chunk.header.comm, chunk.header.seq);
-        self.early.bytes += chunk.payload.len();
-        self.early
-            .chunks
-            .entry(key)
-            .or_default()
-            .push((from, chunk));
-        if self.early.bytes > self.config.max_early_bytes && self.early.paused.insert(from) {
+        let share = self.early_share();
+        if self.early.hold(from, chunk, share) {
             // Bounded window: stop reading this peer; QUIC flow control holds the rest.
             out.push(ExecOutput::SetReading { from, on: false });
         }
     }
 
     fn maybe_resume(&mut self, out: &mut Vec<ExecOutput>) {
-        if self.early.bytes <= self.config.max_early_bytes / 2 {
-            for from in std::mem::take(&mut self.early.paused) {
-                out.push(ExecOutput::SetReading { from, on: true });
+        let share = self.early_share();
+        for from in self.early.resumable(share) {
+            out.push(ExecOutput::SetReading { from, on: true });
+        }
+    }
+
+    /// Bytes held for operations not started here (payload plus a fixed overhead each).
+    pub(crate) fn early_bytes(&self) -> usize {
+        self.early.bytes()
+    }
+
+    pub(crate) fn counters(&self) -> ExecCounters {
+        self.counters
+    }
+
+    /// Remember how an operation ended, for aborts that name it later.
+    fn record_end(&mut self, key: (u64, u64), op: &Op, failed: bool) {
+        if self.ended.len() == ENDED_LEN {
+            if let Some(old) = self.ended.pop_front() {
+                self.aborts_sent.remove(&old.key);
             }
         }
+        self.ended.push_back(Ended {
+            key,
+            fp: op.run.fp,
+            checked: op.run.fp_checked().clone(),
+            failed,
+        });
     }
 
     /// Send the chunks a step produced, then finish or fail the operation as it stands.
@@ -250,6 +300,7 @@ impl Executor {
         let Some(op) = self.ops.remove(&(comm, seq)) else {
             return;
         };
+        self.record_end((comm, seq), &op, false);
         self.flight.update(comm, seq, FlightState::Done);
         let size = self.comms.get(&CommId(comm)).map_or(1, Communicator::size);
         let buffer = op.run.finish(size);
@@ -281,6 +332,7 @@ impl Executor {
 
     fn fail(&mut self, comm: u64, seq: u64, err: OpError, out: &mut Vec<ExecOutput>) {
         if let Some(op) = self.ops.remove(&(comm, seq)) {
+            self.record_end((comm, seq), &op, true);
             self.flight.update(comm, seq, FlightState::Failed);
             out.push(ExecOutput::Completed {
                 op: op.id,

@@ -195,9 +195,9 @@ impl Executor {
         }
         self.after_progress(comm_id.0, seq, sends, result, out);
         // Chunks that came before we started, in arrival order.
-        if let Some(early) = self.early.chunks.remove(&(comm_id.0, seq)) {
+        let early = self.early.take((comm_id.0, seq));
+        if !early.is_empty() {
             for (from, chunk) in early {
-                self.early.bytes -= chunk.payload.len();
                 self.on_chunk(from, chunk, out);
             }
             self.maybe_resume(out);

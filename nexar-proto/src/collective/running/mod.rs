@@ -181,6 +181,11 @@ impl Running {
         result
     }
 
+    /// Peers whose fingerprint was checked (equal to ours) in this operation.
+    pub(crate) fn fp_checked(&self) -> &BTreeSet<u32> {
+        &self.fp_checked
+    }
+
     /// Take one chunk for this op. Applies what the plan allows now, holds the rest, and
     /// advances through every step that completes (its sends go to `out`).
     pub(crate) fn on_chunk(
