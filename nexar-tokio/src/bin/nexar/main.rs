@@ -110,7 +110,7 @@ impl MotionArgs {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct WorkerArgs {
     /// The seed's join ticket [default: NEXAR_JOIN, or the file NEXAR_JOIN_FILE]. It holds
     /// the cluster's secret: on a shared host every user can read it in the process list
@@ -131,6 +131,28 @@ struct WorkerArgs {
     motion: MotionArgs,
     #[command(subcommand)]
     job: Job,
+}
+
+/// By hand: `join` is the ticket text, secret included.
+impl std::fmt::Debug for WorkerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let WorkerArgs {
+            join,
+            join_file,
+            rank,
+            bind,
+            motion,
+            job,
+        } = self;
+        f.debug_struct("WorkerArgs")
+            .field("join", &join.as_ref().map(|_| "<redacted>"))
+            .field("join_file", join_file)
+            .field("rank", rank)
+            .field("bind", bind)
+            .field("motion", motion)
+            .field("job", job)
+            .finish()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -400,5 +422,20 @@ async fn run_job<C: rank::Rank>(client: &C, job: &Job, driver: &str) -> Result<b
             "the resilient job runs on workers: nexar worker --recovery automatic ... resilient"
                 .into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_arguments_hides_the_ticket() {
+        let ticket = "nexar1-0123456789abcdeffedcba9876543210-pin@127.0.0.1:7000";
+        let cli = Cli::try_parse_from(["nexar", "worker", "--join", ticket, "bench", "allreduce"])
+            .expect("parses");
+        let text = format!("{cli:?}");
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        assert!(text.contains("join: Some(\"<redacted>\")"), "{text}");
     }
 }
