@@ -259,6 +259,9 @@ impl std::fmt::Debug for NodeConfig {
             idle_timeout,
             keep_alive,
             max_joiners,
+            max_unproven_per_ip,
+            handshake_timeout,
+            retry_above_handshaking,
             max_unmatched_bytes,
             max_queued_bytes,
             max_udp_payload,
@@ -288,6 +291,9 @@ impl std::fmt::Debug for NodeConfig {
             .field("idle_timeout", idle_timeout)
             .field("keep_alive", keep_alive)
             .field("max_joiners", max_joiners)
+            .field("max_unproven_per_ip", max_unproven_per_ip)
+            .field("handshake_timeout", handshake_timeout)
+            .field("retry_above_handshaking", retry_above_handshaking)
             .field("max_unmatched_bytes", max_unmatched_bytes)
             .field("max_queued_bytes", max_queued_bytes)
             .field("max_udp_payload", max_udp_payload)
