@@ -58,7 +58,8 @@ struct Attacker {
     conn: Option<(ConnectionHandle, quinn_proto::Connection)>,
     /// The current connection finished its handshake.
     connected: bool,
-    pending: Vec<(quinn_proto::StreamId, Vec<u8>)>,
+    /// Streams still writing the frame, and how much of it each has written.
+    pending: Vec<(quinn_proto::StreamId, usize)>,
 }
 
 /// What a [`HalfFrames`] run has seen so far.
@@ -72,6 +73,8 @@ pub struct HalfFrameStats {
     pub ended: u64,
     /// Partial-frame bytes quinn accepted onto streams.
     pub bytes_written: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
 }
 
 /// N connections streaming partial Hello frames (see the module docs).
@@ -189,27 +192,30 @@ impl HalfFrames {
                         self.stats.handshakes += 1;
                         self.stats.established += 1;
                         while let Some(id) = conn.streams().open(Dir::Uni) {
-                            a.pending.push((id, self.frame.clone()));
+                            a.pending.push((id, 0));
                         }
                     }
                     Event::ConnectionLost { .. } => ended = true,
                     _ => {}
                 }
             }
-            for (id, rest) in &mut a.pending {
-                if let Ok(n) = conn.send_stream(*id).write(rest) {
-                    rest.drain(..n);
+            for (id, done) in &mut a.pending {
+                if let Ok(n) = conn.send_stream(*id).write(&self.frame[*done..]) {
+                    *done += n;
                     self.stats.bytes_written += n as u64;
                     moved |= n > 0;
                 }
             }
-            a.pending.retain(|(_, rest)| !rest.is_empty());
+            let len = self.frame.len();
+            a.pending.retain(|(_, done)| *done < len);
             loop {
                 self.buf.clear();
                 let Some(t) = conn.poll_transmit(now, 1, &mut self.buf) else {
                     break;
                 };
-                let _ = a.socket.send_to(&self.buf[..t.size], t.destination);
+                if a.socket.send_to(&self.buf[..t.size], t.destination).is_ok() {
+                    self.stats.bytes_sent += t.size as u64;
+                }
                 moved = true;
             }
             if ended {

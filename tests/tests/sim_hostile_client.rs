@@ -11,7 +11,7 @@ use nexar_proto::codec::{Hello, Limits, Message, RejectReason, HEADER_LEN};
 use nexar_proto::sim::{ClusterSim, HostId};
 use nexar_proto::{Command, Event, NodeConfig, NodeStats, OpId, Outcome};
 use nexar_tests::collectives::wait_all;
-use nexar_tests::rogue::{Behaviour, InitialFlood, RogueClient, StatusHandle};
+use nexar_tests::rogue::{Behaviour, ForgingProxy, InitialFlood, RogueClient, StatusHandle};
 use nexar_tests::support::{check_formed, lan, FORMATION_LIMIT};
 
 /// The largest Hello payload the default limits admit.
@@ -317,4 +317,24 @@ fn an_initial_flood_does_not_lock_out_joiners() {
     );
     assert!(*sent.borrow() >= 1000, "{}", sent.borrow());
     assert!(seed_stats(&c).retries_sent >= 900, "{:?}", seed_stats(&c));
+}
+
+/// A forged, unauthenticated answer to a joiner's first Initial (here a Version
+/// Negotiation packet from a relay in the path; an Initial-space CONNECTION_CLOSE takes
+/// the same path in the transport) makes the joiner dial again, not fail for good.
+#[test]
+fn a_forged_close_before_the_handshake_is_retried() {
+    let mut c = ClusterSim::new(37, 1, lan());
+    let seed_addr = c.ticket().addr;
+    let (proxy, forged) = ForgingProxy::new(seed_addr, 2);
+    let proxy = c.add_custom(|_| Box::new(proxy));
+    let mut ticket = c.ticket().clone();
+    ticket.addr = c.sim.addr(proxy);
+    let worker = c.add_worker_with_ticket(&ticket, |config| config);
+    assert!(c.run_until_ready(&[worker], Duration::from_secs(10)));
+    assert_eq!(*forged.borrow(), 2);
+    assert!(!c
+        .events(worker)
+        .iter()
+        .any(|e| matches!(e, Event::JoinFailed { .. })));
 }
