@@ -94,6 +94,22 @@ impl HalfFrames {
     /// # Panics
     /// If sockets cannot be bound on loopback.
     pub fn new(target: SocketAddr, pin: [u8; 32], n: usize, claim: u32) -> Self {
+        Self::with_sources(target, pin, n, claim, false)
+    }
+
+    /// As [`HalfFrames::new`]; with `spread` (IPv4 loopback targets only) connection `i`
+    /// binds to its own address in 127.0.0.0/8 (127.1.x.y), so the victim sees `n`
+    /// distinct source IPs, as from `n` attacking hosts.
+    ///
+    /// # Panics
+    /// If sockets cannot be bound.
+    pub fn with_sources(
+        target: SocketAddr,
+        pin: [u8; 32],
+        n: usize,
+        claim: u32,
+        spread: bool,
+    ) -> Self {
         let header = FrameHeader {
             kind: Kind::HELLO,
             flags: Flags::NONE,
@@ -103,10 +119,12 @@ impl HalfFrames {
         frame.resize(frame.len() + claim.saturating_sub(1) as usize, 0x5a);
         let attackers = (0..n)
             .map(|i| {
-                let bind: SocketAddr = if target.is_ipv4() {
-                    "127.0.0.1:0".parse().unwrap()
-                } else {
-                    "[::1]:0".parse().unwrap()
+                let bind: SocketAddr = match (target.is_ipv4(), spread) {
+                    (true, true) => {
+                        SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250 + 1) as u8], 0))
+                    }
+                    (true, false) => "127.0.0.1:0".parse().unwrap(),
+                    (false, _) => "[::1]:0".parse().unwrap(),
                 };
                 let socket = UdpSocket::bind(bind).expect("bind");
                 socket.set_nonblocking(true).expect("nonblocking");

@@ -1,7 +1,9 @@
 //! Measurement tool: unauthenticated attackers against a running `nexar seed`.
 //!
 //! ```text
-//! hostile_client TICKET half-frames N SECONDS [CLAIM]   N connections streaming partial Hellos
+//! hostile_client TICKET half-frames N SECONDS [CLAIM [spread]]
+//!                                                       N connections streaming partial Hellos;
+//!                                                       `spread`: each from its own 127.1.x.y
 //! hostile_client TICKET flood RATE SECONDS              first Initials at RATE per second
 //! hostile_client sim-retry                              Retry threshold trade-off, simulated
 //! ```
@@ -23,7 +25,7 @@ use nexar_tests::hostile_net::{flood_initials, HalfFrames};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: hostile_client TICKET half-frames N SECONDS [CLAIM]\n       hostile_client TICKET flood RATE SECONDS\n       hostile_client sim-retry"
+        "usage: hostile_client TICKET half-frames N SECONDS [CLAIM [spread]]\n       hostile_client TICKET flood RATE SECONDS\n       hostile_client sim-retry"
     );
     std::process::exit(2)
 }
@@ -92,7 +94,8 @@ fn main() {
                 .get(4)
                 .map(|s| number(s) as u32)
                 .unwrap_or_else(|| Hello::max_payload_len(&Limits::default()));
-            let mut attack = HalfFrames::new(ticket.addr, ticket.pin, n, claim);
+            let spread = args.get(5).map(String::as_str) == Some("spread");
+            let mut attack = HalfFrames::with_sources(ticket.addr, ticket.pin, n, claim, spread);
             let end = Instant::now() + seconds;
             while Instant::now() < end {
                 let tick = (Instant::now() + Duration::from_secs(1)).min(end);
