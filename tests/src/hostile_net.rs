@@ -58,7 +58,8 @@ struct Attacker {
     conn: Option<(ConnectionHandle, quinn_proto::Connection)>,
     /// The current connection finished its handshake.
     connected: bool,
-    pending: Vec<(quinn_proto::StreamId, Vec<u8>)>,
+    /// Streams still writing the frame, and how much of it each has written.
+    pending: Vec<(quinn_proto::StreamId, usize)>,
 }
 
 /// What a [`HalfFrames`] run has seen so far.
@@ -72,6 +73,8 @@ pub struct HalfFrameStats {
     pub ended: u64,
     /// Partial-frame bytes quinn accepted onto streams.
     pub bytes_written: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
 }
 
 /// N connections streaming partial Hello frames (see the module docs).
@@ -91,6 +94,22 @@ impl HalfFrames {
     /// # Panics
     /// If sockets cannot be bound on loopback.
     pub fn new(target: SocketAddr, pin: [u8; 32], n: usize, claim: u32) -> Self {
+        Self::with_sources(target, pin, n, claim, false)
+    }
+
+    /// As [`HalfFrames::new`]; with `spread` (IPv4 loopback targets only) connection `i`
+    /// binds to its own address in 127.0.0.0/8 (127.1.x.y), so the victim sees `n`
+    /// distinct source IPs, as from `n` attacking hosts.
+    ///
+    /// # Panics
+    /// If sockets cannot be bound.
+    pub fn with_sources(
+        target: SocketAddr,
+        pin: [u8; 32],
+        n: usize,
+        claim: u32,
+        spread: bool,
+    ) -> Self {
         let header = FrameHeader {
             kind: Kind::HELLO,
             flags: Flags::NONE,
@@ -100,10 +119,12 @@ impl HalfFrames {
         frame.resize(frame.len() + claim.saturating_sub(1) as usize, 0x5a);
         let attackers = (0..n)
             .map(|i| {
-                let bind: SocketAddr = if target.is_ipv4() {
-                    "127.0.0.1:0".parse().unwrap()
-                } else {
-                    "[::1]:0".parse().unwrap()
+                let bind: SocketAddr = match (target.is_ipv4(), spread) {
+                    (true, true) => {
+                        SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250 + 1) as u8], 0))
+                    }
+                    (true, false) => "127.0.0.1:0".parse().unwrap(),
+                    (false, _) => "[::1]:0".parse().unwrap(),
                 };
                 let socket = UdpSocket::bind(bind).expect("bind");
                 socket.set_nonblocking(true).expect("nonblocking");
@@ -189,27 +210,30 @@ impl HalfFrames {
                         self.stats.handshakes += 1;
                         self.stats.established += 1;
                         while let Some(id) = conn.streams().open(Dir::Uni) {
-                            a.pending.push((id, self.frame.clone()));
+                            a.pending.push((id, 0));
                         }
                     }
                     Event::ConnectionLost { .. } => ended = true,
                     _ => {}
                 }
             }
-            for (id, rest) in &mut a.pending {
-                if let Ok(n) = conn.send_stream(*id).write(rest) {
-                    rest.drain(..n);
+            for (id, done) in &mut a.pending {
+                if let Ok(n) = conn.send_stream(*id).write(&self.frame[*done..]) {
+                    *done += n;
                     self.stats.bytes_written += n as u64;
                     moved |= n > 0;
                 }
             }
-            a.pending.retain(|(_, rest)| !rest.is_empty());
+            let len = self.frame.len();
+            a.pending.retain(|(_, done)| *done < len);
             loop {
                 self.buf.clear();
                 let Some(t) = conn.poll_transmit(now, 1, &mut self.buf) else {
                     break;
                 };
-                let _ = a.socket.send_to(&self.buf[..t.size], t.destination);
+                if a.socket.send_to(&self.buf[..t.size], t.destination).is_ok() {
+                    self.stats.bytes_sent += t.size as u64;
+                }
                 moved = true;
             }
             if ended {

@@ -422,3 +422,93 @@ fn convert(t: &quinn_proto::Transmit) -> Transmit {
         src_ip: t.src_ip,
     }
 }
+
+/// A UDP relay in front of the seed that answers a joiner's first `forge` Initials itself
+/// with a forged Version Negotiation packet (listing no version the joiner speaks), and
+/// relays everything else both ways. Anyone who sees a client's first Initial can forge
+/// such an unauthenticated "go away" (or an Initial-space CONNECTION_CLOSE); the joiner
+/// must take it as a reason to dial again, never as a final failure.
+#[derive(Debug)]
+pub struct ForgingProxy {
+    seed: SocketAddr,
+    joiner: Option<SocketAddr>,
+    forge: u32,
+    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    forged: Rc<RefCell<u32>>,
+}
+
+impl ForgingProxy {
+    /// A relay to `seed` that forges its answer to the first `forge` Initials; the handle
+    /// counts the forgeries sent.
+    pub fn new(seed: SocketAddr, forge: u32) -> (Self, Rc<RefCell<u32>>) {
+        let forged = Rc::new(RefCell::new(0));
+        let proxy = ForgingProxy {
+            seed,
+            joiner: None,
+            forge,
+            out: VecDeque::new(),
+            forged: forged.clone(),
+        };
+        (proxy, forged)
+    }
+
+    /// The Version Negotiation packet answering a long-header packet, if it is one.
+    fn version_negotiation(initial: &[u8]) -> Option<Vec<u8>> {
+        // Long header: flags, version (4), DCID length and DCID, SCID length and SCID.
+        if initial.first()? & 0x80 == 0 {
+            return None;
+        }
+        let dcid_len = usize::from(*initial.get(5)?);
+        let dcid = initial.get(6..6 + dcid_len)?;
+        let scid_len = usize::from(*initial.get(6 + dcid_len)?);
+        let scid = initial.get(7 + dcid_len..7 + dcid_len + scid_len)?;
+        let mut vn = vec![0x80 | 0x2a, 0, 0, 0, 0];
+        vn.push(scid.len() as u8);
+        vn.extend_from_slice(scid);
+        vn.push(dcid.len() as u8);
+        vn.extend_from_slice(dcid);
+        // One reserved (greased) version only: nothing the joiner speaks.
+        vn.extend_from_slice(&[0x1a, 0x2a, 0x3a, 0x4a]);
+        Some(vn)
+    }
+}
+
+impl SimHost for ForgingProxy {
+    fn handle_datagram(&mut self, _: Instant, from: SocketAddr, _: Option<u8>, data: &[u8]) {
+        if from == self.seed {
+            if let Some(joiner) = self.joiner {
+                self.out.push_back((joiner, data.to_vec()));
+            }
+            return;
+        }
+        self.joiner = Some(from);
+        if self.forge > 0 {
+            if let Some(vn) = Self::version_negotiation(data) {
+                self.forge -= 1;
+                *self.forged.borrow_mut() += 1;
+                self.out.push_back((from, vn));
+                return;
+            }
+        }
+        self.out.push_back((self.seed, data.to_vec()));
+    }
+
+    fn handle_timeout(&mut self, _: Instant) {}
+
+    fn poll_transmit(&mut self, _: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let (to, bytes) = self.out.pop_front()?;
+        buf.clear();
+        buf.extend_from_slice(&bytes);
+        Some(Transmit {
+            destination: to,
+            size: bytes.len(),
+            segment_size: None,
+            ecn: None,
+            src_ip: None,
+        })
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}

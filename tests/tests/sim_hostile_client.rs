@@ -11,7 +11,7 @@ use nexar_proto::codec::{Hello, Limits, Message, RejectReason, HEADER_LEN};
 use nexar_proto::sim::{ClusterSim, HostId};
 use nexar_proto::{Command, Event, NodeConfig, NodeStats, OpId, Outcome};
 use nexar_tests::collectives::wait_all;
-use nexar_tests::rogue::{Behaviour, InitialFlood, RogueClient, StatusHandle};
+use nexar_tests::rogue::{Behaviour, ForgingProxy, InitialFlood, RogueClient, StatusHandle};
 use nexar_tests::support::{check_formed, lan, FORMATION_LIMIT};
 
 /// The largest Hello payload the default limits admit.
@@ -317,4 +317,97 @@ fn an_initial_flood_does_not_lock_out_joiners() {
     );
     assert!(*sent.borrow() >= 1000, "{}", sent.borrow());
     assert!(seed_stats(&c).retries_sent >= 900, "{:?}", seed_stats(&c));
+}
+
+/// A forged, unauthenticated answer to a joiner's first Initial (here a Version
+/// Negotiation packet from a relay in the path; an Initial-space CONNECTION_CLOSE takes
+/// the same path in the transport) makes the joiner dial again, not fail for good.
+#[test]
+fn a_forged_close_before_the_handshake_is_retried() {
+    let mut c = ClusterSim::new(37, 1, lan());
+    let seed_addr = c.ticket().addr;
+    let (proxy, forged) = ForgingProxy::new(seed_addr, 2);
+    let proxy = c.add_custom(|_| Box::new(proxy));
+    let mut ticket = c.ticket().clone();
+    ticket.addr = c.sim.addr(proxy);
+    let worker = c.add_worker_with_ticket(&ticket, |config| config);
+    assert!(c.run_until_ready(&[worker], Duration::from_secs(10)));
+    assert_eq!(*forged.borrow(), 2);
+    assert!(!c
+        .events(worker)
+        .iter()
+        .any(|e| matches!(e, Event::JoinFailed { .. })));
+}
+
+/// The workers' mesh acceptors follow the same rules: a flood of Initials at one worker's
+/// listening address during formation is answered with Retries past the threshold, and
+/// the mesh still forms within a few seconds.
+#[test]
+fn an_initial_flood_at_a_worker_does_not_stop_the_mesh() {
+    let mut c = ClusterSim::new(38, 4, lan());
+    let honest: Vec<HostId> = (0..4).map(|_| c.add_worker(|config| config)).collect();
+    let (pin, now) = (c.ticket().pin, c.sim.now());
+    let target = c.sim.addr(honest[3]);
+    let (flood, sent) = InitialFlood::new(
+        [0xf3; 32],
+        pin,
+        target,
+        now,
+        Duration::from_millis(1),
+        now + Duration::from_secs(5),
+    );
+    c.add_custom(|_| Box::new(flood));
+    let done = c.run_until(FORMATION_LIMIT, |c| {
+        honest.iter().all(|h| c.ready(*h).is_some())
+    });
+    assert!(done, "not formed by {:?}", c.sim.elapsed());
+    check_formed(&c, &honest).unwrap();
+    assert!(
+        c.sim.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        c.sim.elapsed()
+    );
+    // Run out the flood: the victim keeps answering with Retries, holding few slots.
+    c.run_until(Duration::from_secs(5), |c| {
+        let stats = c.node(honest[3]).unwrap().stats();
+        assert!(stats.unproven_connections <= 8 + 3, "{stats:?}");
+        false
+    });
+    assert!(*sent.borrow() >= 4000, "{}", sent.borrow());
+    let stats = c.node(honest[3]).unwrap().stats();
+    assert!(stats.retries_sent >= 3000, "{stats:?}");
+}
+
+/// Retry tokens, evictions and handshake deadlines keep replay exact: the same seed gives
+/// the same trace, bit for bit, under a flood and a crowd.
+#[test]
+fn hostile_runs_replay_bit_for_bit() {
+    let run = || {
+        let mut c = ClusterSim::new(39, 2, lan());
+        let (pin, addr, now) = (c.ticket().pin, c.ticket().addr, c.sim.now());
+        let (flood, _) = InitialFlood::new(
+            [0xf4; 32],
+            pin,
+            addr,
+            now,
+            Duration::from_millis(1),
+            now + Duration::from_secs(1),
+        );
+        c.add_custom(|_| Box::new(flood));
+        let half = Behaviour::HalfFrames {
+            claim: hello_max(),
+            send: 100,
+        };
+        crowd(&mut c, 0x73, 70, half);
+        let honest: Vec<HostId> = (0..2).map(|_| c.add_worker(|config| config)).collect();
+        assert!(c.run_until_ready(&honest, FORMATION_LIMIT));
+        c.run_until(Duration::from_secs(4), |_| false);
+        let stats = seed_stats(&c);
+        assert!(
+            stats.retries_sent > 0 && stats.evicted_unproven > 0,
+            "{stats:?}"
+        );
+        (c.sim.trace_hash(), stats)
+    };
+    assert_eq!(run(), run());
 }

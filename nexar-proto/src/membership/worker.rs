@@ -520,3 +520,36 @@ fn check_table(w: &Welcome) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_seed_losses_are_retried() {
+        let retried = |r: LostReason| seed_loss_may_pass(&r);
+        // Unauthenticated "go away" before the handshake: may be forged, so retried.
+        assert!(retried(LostReason::Unauthenticated(
+            "closed by peer".into()
+        )));
+        assert!(retried(LostReason::Aborted("refused".into())));
+        assert!(retried(LostReason::TimedOut));
+        for code in [
+            crate::transport::CLOSE_EVICTED,
+            crate::transport::CLOSE_HANDSHAKE_TIMEOUT,
+            CLOSE_REJECT_BASE + u64::from(RejectReason::Timeout as u8),
+            CLOSE_REJECT_BASE + u64::from(RejectReason::QueueFull as u8),
+        ] {
+            let reason = bytes::Bytes::new();
+            assert!(retried(LostReason::ClosedByPeer { code, reason }), "{code}");
+        }
+        // Authenticated rejections for cause and our own TLS verdicts are final.
+        let bad_proof = CLOSE_REJECT_BASE + u64::from(RejectReason::BadProof as u8);
+        assert!(!retried(LostReason::ClosedByPeer {
+            code: bad_proof,
+            reason: bytes::Bytes::new()
+        }));
+        assert!(!retried(LostReason::Transport("pin mismatch".into())));
+        assert!(!retried(LostReason::ClosedLocally));
+    }
+}
