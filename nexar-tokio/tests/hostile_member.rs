@@ -4,7 +4,7 @@
 //! here on a thread; it also writes raw frames through the core's `send_raw` test hook.
 //!
 //! The honest workers run `bench barrier`; the hostile member attacks first, then stays
-//! away from the first barrier for `IDLE` (so the honest ranks sit idle, heartbeating,
+//! away from the first barrier for `IDLE_SECS` (so the honest ranks sit idle, heartbeating,
 //! while the attack lands), then takes part in the bench to its end. The test requires
 //! every honest worker to finish the bench with every row `ok`, and prints each honest
 //! worker's CPU time and peak RSS while the hostile member runs (join, attack, idle
@@ -24,8 +24,17 @@ use nexar_proto::{Command, Event, JoinTicket, Node, NodeConfig, OpId};
 
 const NEXAR: &str = env!("CARGO_BIN_EXE_nexar");
 const WORLD: u32 = 4;
-/// How long the honest ranks wait for the hostile one at the first barrier.
-const IDLE: Duration = Duration::from_secs(4);
+/// How long the honest ranks wait for the hostile one at the first barrier, in seconds
+/// (`NEXAR_HOSTILE_IDLE_SECS` sets it, for measuring over a longer window).
+const IDLE_SECS: u64 = 4;
+
+fn idle() -> Duration {
+    let secs = std::env::var("NEXAR_HOSTILE_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(IDLE_SECS);
+    Duration::from_secs(secs)
+}
 /// `bench barrier --iters ITERS --warmup WARMUP`: the collectives it runs are fixed by
 /// these (see the bench's `sweep`): one barrier, two per run, then an f64 max-allreduce
 /// of ITERS + 1 values, and the worker's closing barrier.
@@ -62,7 +71,9 @@ impl Hostile {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&unix.to_le_bytes());
         seed[8..10].copy_from_slice(&addr.port().to_le_bytes());
-        let config = NodeConfig::new(seed, unix, addr);
+        let mut config = NodeConfig::new(seed, unix, addr);
+        // The last rank, so that an honest worker is rank 0 and prints the bench's row.
+        config.requested_rank = Some(WORLD - 1);
         let node = Node::worker(config, ticket, Instant::now()).expect("worker node");
         Hostile {
             node,
@@ -246,6 +257,7 @@ fn scenario(attack: Attack) {
         .collect();
     let pids: Vec<u32> = workers.iter().map(Child::id).collect();
 
+    let idle = idle();
     let hostile = std::thread::spawn(move || {
         let mut h = Hostile::join(&ticket);
         let ready = h.run(
@@ -266,7 +278,7 @@ fn scenario(attack: Attack) {
         let mut tag = 1u64 << 32;
         let mut flooded = 0u64;
         h.run(
-            Instant::now() + IDLE,
+            Instant::now() + idle,
             |node| {
                 if attack != Attack::TinyFlood {
                     return;
@@ -306,7 +318,7 @@ fn scenario(attack: Attack) {
     let mut first: Vec<Option<(u64, u64)>> = vec![None; pids.len()];
     let mut last = first.clone();
     let mut peak = vec![0u64; pids.len()];
-    let watch_until = Instant::now() + Duration::from_secs(40);
+    let watch_until = Instant::now() + idle + Duration::from_secs(40);
     while !hostile.is_finished() && Instant::now() < watch_until {
         for (i, pid) in pids.iter().enumerate() {
             if let Some(u) = usage(*pid) {
