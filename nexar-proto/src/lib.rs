@@ -64,6 +64,7 @@ pub mod fuzz_checks;
 mod membership;
 mod node;
 mod p2p;
+mod retain;
 mod rpc;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -16,9 +16,10 @@ use bytes::Bytes;
 
 use crate::event::{Event, OpId, Outcome};
 
-/// What one unmatched message costs beyond its payload: its queue slot, the (source,
-/// tag) entries that match and sequence it, and allocation rounding.
-pub(crate) const UNMATCHED_OVERHEAD: usize = 128;
+/// What one unmatched message costs beyond its payload: its queue (a message with a new
+/// tag gets one of its own), the (source, tag) map entries that match and sequence it,
+/// and the payload's own allocation, with the allocator's rounding.
+pub(crate) const UNMATCHED_OVERHEAD: usize = 256;
 
 fn cost(data: &Bytes) -> usize {
     UNMATCHED_OVERHEAD + data.len()
@@ -79,8 +80,8 @@ impl P2p {
         *self.unmatched_bytes.entry(from).or_insert(0) += cost(&data);
         self.unmatched
             .entry((from, tag))
-            .or_default()
-            .push_back(data);
+            .or_insert_with(|| VecDeque::with_capacity(1))
+            .push_back(crate::retain::bytes(data));
         Ok(None)
     }
 

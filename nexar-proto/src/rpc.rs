@@ -153,11 +153,12 @@ impl Rpc {
         self.next_inbound += 1;
         let request = RpcRequestId(self.next_inbound);
         self.inbound.insert(request, Inbound { from, id });
+        // The application keeps it until it answers: detached from the receive buffer.
         Admission::Deliver(Event::RpcRequest {
             from,
             request,
             fn_id,
-            payload,
+            payload: crate::retain::bytes(payload),
         })
     }
 

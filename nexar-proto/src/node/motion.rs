@@ -144,7 +144,18 @@ impl Motion {
     }
 
     /// Hold `event`, stamped `msg_epoch`, for later; `false` if over the bound.
-    fn hold_future(&mut self, msg_epoch: u64, event: TransportEvent) -> bool {
+    fn hold_future(&mut self, msg_epoch: u64, mut event: TransportEvent) -> bool {
+        if let TransportEvent::Message { msg, .. } = &mut event {
+            match msg {
+                Message::Tagged(t) => {
+                    t.payload = crate::retain::bytes(std::mem::take(&mut t.payload));
+                }
+                Message::Chunk(c) => {
+                    c.payload = crate::retain::pieces(std::mem::take(&mut c.payload));
+                }
+                _ => {}
+            }
+        }
         let cost = held_cost(&event);
         if self.future_bytes.saturating_add(cost) > self.max_future_bytes {
             return false;
@@ -161,9 +172,11 @@ impl Motion {
     }
 }
 
-/// What one held message costs beyond its payload: the event itself, its map entry and
-/// the allocator's rounding. Counting it keeps a flood of empty messages bounded too.
-pub(super) const HELD_OVERHEAD: usize = 128;
+/// What one held message costs beyond its payload: the event itself and its key, stored
+/// in the map's nodes (which are not always full), and the payload's own allocation.
+/// Counting it keeps a flood of empty messages bounded too.
+pub(super) const HELD_OVERHEAD: usize =
+    2 * std::mem::size_of::<((u64, u64), TransportEvent)>() + 64;
 
 /// How far ahead of ours a peer's epoch may be for its traffic to be held. Every epoch
 /// change (recovery verdict or checkpoint agreement) moves all members from `e` to

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::Chunk;
 
-/// What one held chunk costs beyond its payload: the chunk header, its slot in the
-/// window and allocation rounding.
-pub(crate) const EARLY_OVERHEAD: usize = 128;
+/// What one held chunk costs beyond its payload: its slot in the window (a `Vec` that
+/// may be up to half empty), its key's map entry and the payload's own allocation.
+pub(crate) const EARLY_OVERHEAD: usize = 2 * std::mem::size_of::<(u32, Chunk)>() + 128;
 
 #[derive(Debug, Default)]
 pub(super) struct Early {
@@ -32,7 +32,8 @@ fn cost(chunk: &Chunk) -> usize {
 impl Early {
     /// Hold `chunk` from `from`; `true` if `from` is now over `share` and was reading
     /// (the caller pauses it).
-    pub(super) fn hold(&mut self, from: u32, chunk: Chunk, share: usize) -> bool {
+    pub(super) fn hold(&mut self, from: u32, mut chunk: Chunk, share: usize) -> bool {
+        chunk.payload = crate::retain::pieces(chunk.payload);
         let c = cost(&chunk);
         self.bytes += c;
         let mine = self.by_sender.entry(from).or_default();
