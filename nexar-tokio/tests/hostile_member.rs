@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use nexar_proto::codec::{
-    Algorithm, Chunk, ChunkHeader, CollectiveKind, Message, ReduceOp, Tagged,
+    Algorithm, Chunk, ChunkHeader, CollectiveKind, Message, RecoveryVote, ReduceOp, Tagged,
 };
 use nexar_proto::collective::{Buffer, CommId};
-use nexar_proto::{Command, Event, JoinTicket, Node, NodeConfig, OpId};
+use nexar_proto::{Command, Event, JoinTicket, Node, NodeConfig, OpId, RecoveryPolicy};
 
 const NEXAR: &str = env!("CARGO_BIN_EXE_nexar");
 const WORLD: u32 = 4;
@@ -62,6 +62,10 @@ struct Hostile {
 
 impl Hostile {
     fn join(ticket: &JoinTicket) -> Hostile {
+        Self::join_with(ticket, RecoveryPolicy::Abort)
+    }
+
+    fn join_with(ticket: &JoinTicket, recovery: RecoveryPolicy) -> Hostile {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = socket.local_addr().expect("addr");
         let unix = SystemTime::now()
@@ -74,6 +78,7 @@ impl Hostile {
         let mut config = NodeConfig::new(seed, unix, addr);
         // The last rank, so that an honest worker is rank 0 and prints the bench's row.
         config.requested_rank = Some(WORLD - 1);
+        config.recovery = recovery;
         let node = Node::worker(config, ticket, Instant::now()).expect("worker node");
         Hostile {
             node,
@@ -376,4 +381,112 @@ fn honest_workers_finish_the_bench_beside_a_hostile_member() {
     for attack in [Attack::None, Attack::NextEpoch, Attack::TinyFlood] {
         scenario(attack);
     }
+}
+
+/// Under `--recovery automatic`, the hostile member tells the seed that every other rank
+/// is dead. The seed hears the accused itself, so it evicts the accuser instead: the
+/// honest workers run `resilient` straight through, end in a world of the three of them
+/// with every completed allreduce correct, and the liar is told it is out.
+#[test]
+fn a_false_recovery_vote_evicts_only_the_liar() {
+    let dir = std::env::temp_dir().join(format!("nexar-hostile-vote-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ticket_file = dir.join("ticket");
+    let mut seed = Process::new(NEXAR)
+        .args(["seed", "--listen", "127.0.0.1:0", "--recovery", "automatic"])
+        .arg("--world-size")
+        .arg(WORLD.to_string())
+        .arg("--ticket-file")
+        .arg(&ticket_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the seed");
+    let start = Instant::now();
+    let ticket_text = loop {
+        if let Ok(t) = std::fs::read_to_string(&ticket_file) {
+            if !t.trim().is_empty() {
+                break t.trim().to_string();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no ticket file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ticket: JoinTicket = ticket_text.parse().expect("ticket");
+    const ROUNDS: u32 = 40;
+    let workers: Vec<Child> = (0..WORLD - 1)
+        .map(|_| {
+            Process::new(NEXAR)
+                .args(["worker", "--join", &ticket_text, "--recovery", "automatic"])
+                .args(["resilient", "--iters", &ROUNDS.to_string()])
+                .args(["--count", "1024", "--pause-ms", "20"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect();
+
+    let hostile = std::thread::spawn(move || {
+        let mut h = Hostile::join_with(&ticket, RecoveryPolicy::Automatic);
+        let ready = h.run(
+            Instant::now() + Duration::from_secs(30),
+            |_| {},
+            |events| events.iter().any(|e| matches!(e, Event::Ready { .. })),
+        );
+        assert!(ready, "hostile member never formed: {:?}", h.events);
+        let me = h.node.rank().expect("rank");
+        let vote = Message::RecoveryVote(RecoveryVote {
+            epoch: h.node.epoch(),
+            voter: me,
+            dead: (0..WORLD).filter(|r| *r != me).collect(),
+        });
+        assert!(h.node.send_to_seed(&vote), "no seed connection to lie on");
+        h.run(
+            Instant::now() + Duration::from_secs(30),
+            |_| {},
+            |events| events.iter().any(|e| matches!(e, Event::Evicted { .. })),
+        )
+    });
+    let evicted = hostile.join().expect("the hostile member panicked");
+    let outputs: Vec<Output> = workers
+        .into_iter()
+        .map(|w| wait(w, Duration::from_secs(60)))
+        .collect();
+    let _ = seed.kill();
+    let _ = seed.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(evicted, "the liar was not evicted");
+    let mut ranks = Vec::new();
+    for (i, out) in outputs.iter().enumerate() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "worker {i} failed: {stderr}");
+        let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+        for row in &rows {
+            assert!(
+                row.contains("\"check\":\"ok\"") || row.contains("\"check\":\"error"),
+                "worker {i}: a wrong result: {row}"
+            );
+        }
+        let last = rows
+            .last()
+            .unwrap_or_else(|| panic!("worker {i} printed nothing"));
+        assert!(
+            last.contains(&format!("\"iter\":{}", ROUNDS - 1))
+                && last.contains("\"world\":3")
+                && last.contains("\"check\":\"ok\""),
+            "worker {i} did not finish in the world of the honest three: {last}"
+        );
+        let rank = last
+            .split("\"rank\":")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|r| r.parse::<u32>().ok())
+            .expect("rank in the row");
+        ranks.push(rank);
+    }
+    ranks.sort_unstable();
+    assert_eq!(ranks, vec![0, 1, 2], "the honest workers are the new world");
 }
