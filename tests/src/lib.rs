@@ -6,3 +6,4 @@ pub mod common;
 pub mod motion;
 pub mod rogue;
 pub mod support;
+pub mod swarm;

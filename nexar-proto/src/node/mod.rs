@@ -71,6 +71,9 @@ pub struct NodeStats {
     pub rpc_ignored_responses: u64,
     /// RPC requests refused `Overloaded` (their caller was at `max_rpc_inbound`).
     pub rpc_overloaded: u64,
+    /// The most transport events one input call handled: a node that turns one input
+    /// into unbounded internal work shows here (the simulator's swarm checks it).
+    pub max_process_steps: u64,
 }
 
 /// A nexar node: a seed that forms the cluster, or a worker that is one rank of it.
@@ -90,6 +93,8 @@ pub struct Node {
     /// Failure detection, recovery and epoch changes (workers).
     motion: motion::Motion,
     next_op: u64,
+    /// See [`NodeStats::max_process_steps`].
+    max_process_steps: u64,
     /// The latest `now` seen; earlier readings are clamped to it (time never goes back).
     now: Instant,
 }
@@ -215,6 +220,7 @@ impl Node {
             events: VecDeque::new(),
             motion: motion::Motion::new(&config),
             next_op: 0,
+            max_process_steps: 0,
             now,
         };
         node.process(now);
@@ -307,6 +313,7 @@ impl Node {
             rpc_requests: self.rpc.requests_pending(),
             rpc_ignored_responses: self.rpc.counters().ignored_responses,
             rpc_overloaded: self.rpc.counters().overloaded,
+            max_process_steps: self.max_process_steps,
         }
     }
 
