@@ -53,12 +53,13 @@ fn parse() -> Result<Args, String> {
             }
             "--jobs" => a.jobs = value()?.parse().map_err(|e| format!("--jobs: {e}"))?,
             "--hang-secs" => {
-                a.hang = Duration::from_secs(
-                    value()?.parse().map_err(|e| format!("--hang-secs: {e}"))?,
-                )
+                a.hang =
+                    Duration::from_secs(value()?.parse().map_err(|e| format!("--hang-secs: {e}"))?)
             }
             "--replay-every" => {
-                a.replay_every = value()?.parse().map_err(|e| format!("--replay-every: {e}"))?
+                a.replay_every = value()?
+                    .parse()
+                    .map_err(|e| format!("--replay-every: {e}"))?
             }
             "--keep-going" => a.keep_going = true,
             "-h" | "--help" => {
@@ -92,7 +93,10 @@ fn replay_command(seed: u64) -> String {
 
 fn print_failure(r: &Report) {
     println!("\n=== FAILED seed {}", r.seed);
-    println!("violation: {}", r.outcome.violation.as_deref().unwrap_or("?"));
+    println!(
+        "violation: {}",
+        r.outcome.violation.as_deref().unwrap_or("?")
+    );
     println!("scenario: {:?}", r.scenario);
     println!(
         "virtual time {:?}, {} operations, trace {}",
@@ -193,7 +197,10 @@ fn main() -> ExitCode {
                 }
             }
             job.started_ms.store(0, Ordering::Relaxed);
-            vt.fetch_add(report.outcome.virtual_time.as_millis() as u64, Ordering::Relaxed);
+            vt.fetch_add(
+                report.outcome.virtual_time.as_millis() as u64,
+                Ordering::Relaxed,
+            );
             done.fetch_add(1, Ordering::Relaxed);
             if !report.passed() {
                 failures.lock().expect("no poisoning").push(report);
@@ -234,7 +241,10 @@ fn main() -> ExitCode {
                     done.load(Ordering::Relaxed),
                     start.elapsed().as_secs_f64()
                 );
-                println!("scenario: {:?}", nexar_tests::swarm::Scenario::generate(seed));
+                println!(
+                    "scenario: {:?}",
+                    nexar_tests::swarm::Scenario::generate(seed)
+                );
                 println!("replay: {}", replay_command(seed));
                 return ExitCode::from(3);
             }
@@ -279,7 +289,10 @@ fn main() -> ExitCode {
     if f.is_empty() {
         ExitCode::SUCCESS
     } else {
-        println!("failing seeds: {:?}", f.iter().map(|r| r.seed).collect::<Vec<_>>());
+        println!(
+            "failing seeds: {:?}",
+            f.iter().map(|r| r.seed).collect::<Vec<_>>()
+        );
         ExitCode::from(1)
     }
 }

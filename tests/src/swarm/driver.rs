@@ -6,15 +6,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use nexar_proto::codec::RpcStatus;
 use nexar_proto::collective::CommId;
-use nexar_proto::RpcRequestId;
 use nexar_proto::sim::{ClusterHost, ClusterSim, HostId, SimConfig};
+use nexar_proto::RpcRequestId;
 use nexar_proto::{Command, CommandError, Event, Node, NodeConfig, OpId, RecoveryPolicy};
 
 use super::expect::Expect;
 use super::gen::{stream, FaultPlan, Scenario, DELAYS};
-use super::program::{
-    echo, fail_detail, group, Segment, Step, FN_ECHO, FN_FAIL, FN_STALL,
-};
+use super::program::{echo, fail_detail, group, Segment, Step, FN_ECHO, FN_FAIL, FN_STALL};
 use super::Progress;
 use crate::collectives::buffer;
 use crate::support::TestRng;
@@ -34,6 +32,7 @@ const MAX_SEGMENTS: u64 = 12;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Wake {
     Fault(usize),
+    CheckpointFault(usize),
     Restore(HostId, HostId),
     Heal(HostId, HostId),
     SeedBack,
@@ -45,7 +44,9 @@ enum Wake {
 struct Host {
     /// Out of the cluster (crashed, evicted, left, failed).
     gone: bool,
-    /// Member of the current segment, at this rank.
+    /// The segment this node is running, and its rank there.
+    seg: Option<u64>,
+    /// Its rank in that segment.
     rank: Option<u32>,
     /// Next step to issue.
     cursor: usize,
@@ -96,16 +97,18 @@ pub(super) struct Run<'a> {
     pending: BTreeMap<(HostId, OpId), Pending>,
     wakes: BTreeSet<(Duration, u64, Wake)>,
     wake_seq: u64,
-    segment: Option<Segment>,
+    /// Segments being run: more than one when ranks that finished a checkpoint run
+    /// ahead into the next world while others are still in the old one.
+    segs: BTreeMap<u64, (Segment, Duration)>,
     segments: u64,
     steps_started: usize,
     broken: bool,
     /// A fault or failure has happened that may legitimately fail operations.
     harm: bool,
-    /// When the current segment started.
-    segment_started: Duration,
     /// Since when the nodes have disagreed on the world between segments.
     world_wait: Option<Duration>,
+    /// A rank has called a checkpoint (the checkpoint faults are scheduled).
+    checkpoint_seen: bool,
     /// Some node aborted (abort policy): no progress is expected after that.
     aborted: bool,
     /// A segment ran to its end after the last harmful fault.
@@ -142,7 +145,7 @@ impl<'a> Run<'a> {
         config.trace_log = 48;
         config.livelock_limit = LIVELOCK;
         let (world, max_world) = (sc.world, sc.max_world);
-        let c = ClusterSim::new_configured(config, world, adjust.clone(), |mut s| {
+        let c = ClusterSim::new_configured(config, world, adjust, |mut s| {
             s.max_world_size = max_world;
             s.max_pending_joins = 8;
             s
@@ -156,14 +159,14 @@ impl<'a> Run<'a> {
             pending: BTreeMap::new(),
             wakes: BTreeSet::new(),
             wake_seq: 0,
-            segment: None,
+            segs: BTreeMap::new(),
             segments: 0,
             steps_started: 0,
             broken: false,
             harm: false,
-            segment_started: Duration::ZERO,
             world_wait: None,
             aborted: false,
+            checkpoint_seen: false,
             progressed: false,
             last_fault_end: Duration::ZERO,
             formed_at: Duration::ZERO,
@@ -255,7 +258,10 @@ impl<'a> Run<'a> {
         if !ok {
             self.violate(format!(
                 "{} workers not formed within {FORMATION:?}",
-                workers.iter().filter(|w| self.c.ready(**w).is_none()).count()
+                workers
+                    .iter()
+                    .filter(|w| self.c.ready(**w).is_none())
+                    .count()
             ));
             return;
         }
@@ -283,7 +289,7 @@ impl<'a> Run<'a> {
         loop {
             iterations += 1;
             self.drain_events();
-            if iterations % 512 == 0 {
+            if iterations.is_multiple_of(512) {
                 self.check_nodes();
             }
             self.advance_programs();
@@ -331,31 +337,34 @@ impl<'a> Run<'a> {
             .pending
             .iter()
             .min_by_key(|(_, p)| p.issued)
-            .map(|((h, op), p)| format!("{h} {op:?} {} issued at {:?}", p.expect.label(), p.issued));
+            .map(|((h, op), p)| {
+                format!("{h} {op:?} {} issued at {:?}", p.expect.label(), p.issued)
+            });
         self.violate(format!(
-            "liveness: by {at:?}, {} operations pending (oldest: {oldest:?}), segment {} cursors {:?}",
+            "liveness: by {at:?}, {} operations pending (oldest: {oldest:?}), {} segments; (host, segment, cursor, blocking) {:?}",
             self.pending.len(),
             self.segments,
             self.hosts
                 .iter()
                 .filter(|(_, h)| h.rank.is_some() && !h.gone)
-                .map(|(id, h)| (id.0, h.cursor, h.blocking))
+                .map(|(id, h)| (id.0, h.seg, h.cursor, h.blocking))
                 .collect::<Vec<_>>()
         ));
     }
 
     fn finished(&mut self) -> bool {
         let busy_wake = self.wakes.iter().any(|w| !matches!(w.2, Wake::Answer(..)));
-        if !self.pending.is_empty() || busy_wake {
+        if !self.pending.is_empty() || busy_wake || !self.all_idle() {
             return false;
         }
-        if self.segment.is_some() {
-            if !self.segment_over() {
-                return false;
-            }
-            self.end_segment();
-        }
         let now = self.c.sim.elapsed();
+        if !self.broken && self.harm {
+            if let Some((_, started)) = self.segs.last_key_value().map(|(_, v)| v) {
+                if *started > self.last_fault_end {
+                    self.progressed = true;
+                }
+            }
+        }
         // Start another segment while there is budget, and once the faults are over one
         // more, to show the cluster still makes progress.
         let need_progress = self.harm && !self.progressed && self.can_progress();
@@ -374,9 +383,8 @@ impl<'a> Run<'a> {
         }
         // A checkpoint's mesh or a recovery may still be under way: wait, within a bound.
         let since = *self.world_wait.get_or_insert(now);
-        let bound = self.sc.heartbeat_timeout * 4
-            + self.sc.recovery_timeout * 6
-            + Duration::from_secs(5);
+        let bound =
+            self.sc.heartbeat_timeout * 4 + self.sc.recovery_timeout * 6 + Duration::from_secs(5);
         if now < since + bound && self.c.sim.next_event_time().is_some() {
             return false;
         }
@@ -403,30 +411,18 @@ impl<'a> Run<'a> {
         format!("(host, ready, rank, size, epoch): {v:?}")
     }
 
-    fn end_segment(&mut self) {
-        if let Some(seg) = self.segment.take() {
-            if !self.broken {
-                if self.harm && self.segment_started > self.last_fault_end {
-                    self.progressed = true;
-                }
-                self.steps_started += seg.steps.len();
-            }
-        }
-    }
-
     /// Whether the live nodes could still run a segment (nobody aborted).
     fn can_progress(&self) -> bool {
         !self.aborted
     }
 
-    fn segment_over(&self) -> bool {
-        let Some(seg) = &self.segment else {
-            return true;
-        };
+    /// Every live node has nothing left to issue and nothing blocking.
+    fn all_idle(&self) -> bool {
         self.hosts.values().all(|h| {
-            h.gone
-                || h.rank.is_none()
-                || h.blocking == 0 && (self.broken || h.cursor >= seg.steps.len())
+            let Some((seg, _)) = h.seg.and_then(|i| self.segs.get(&i)) else {
+                return true;
+            };
+            h.gone || h.blocking == 0 && (self.broken || h.cursor >= seg.steps.len())
         })
     }
 
@@ -439,7 +435,9 @@ impl<'a> Run<'a> {
             if h.gone || self.c.sim.is_crashed(id) {
                 continue;
             }
-            let Some(node) = self.c.node(id) else { continue };
+            let Some(node) = self.c.node(id) else {
+                continue;
+            };
             if !node.is_ready() {
                 continue;
             }
@@ -461,37 +459,93 @@ impl<'a> Run<'a> {
             .then(|| by_rank.into_values().collect())
     }
 
+    /// A fresh segment on the world the nodes agree on (at the start, and after a
+    /// failure cut the last one short).
     fn start_segment(&mut self) {
-        self.end_segment();
-        self.segment_started = self.c.sim.elapsed();
         let Some(world) = self.world() else {
             return self.violate("no agreed world to start a segment on".into());
         };
+        self.segs.clear();
+        self.broken = false;
+        for h in self.hosts.values_mut() {
+            h.seg = None;
+            h.rank = None;
+        }
         let n = world.len() as u32;
+        let index = self.new_segment(n);
+        for (rank, id) in world.iter().enumerate() {
+            self.enter(*id, index, rank as u32);
+        }
+    }
+
+    /// Draw the next segment for a world of `n`; its joiners start now.
+    fn new_segment(&mut self, n: u32) -> u64 {
         let room = self.sc.max_world.saturating_sub(n);
         let len = (self.sc.steps - self.steps_started.min(self.sc.steps)).clamp(1, 6);
-        let seg = Segment::generate(self.sc.seed, self.segments, n, len, room);
+        let index = self.segments;
+        let seg = Segment::generate(self.sc.seed, index, n, len, room);
         self.segments += 1;
-        self.broken = false;
+        self.steps_started += seg.steps.len();
         if let Some(Step::Checkpoint { joiners, .. }) = seg.steps.last() {
             for _ in 0..*joiners {
                 self.add_worker(true);
             }
         }
-        for h in self.hosts.values_mut() {
-            h.rank = None;
-            h.cursor = 0;
-            h.comms.clear();
+        self.note(format!(
+            "segment {index} on {n} ranks: {} steps",
+            seg.steps.len()
+        ));
+        self.segs.insert(index, (seg, self.c.sim.elapsed()));
+        index
+    }
+
+    fn enter(&mut self, id: HostId, index: u64, rank: u32) {
+        let d = self.delay();
+        let now = self.c.sim.elapsed();
+        let h = self.hosts.get_mut(&id).expect("known host");
+        h.seg = Some(index);
+        h.rank = Some(rank);
+        h.cursor = 0;
+        h.comms.clear();
+        h.ready_at = now + d;
+    }
+
+    /// A rank is in a new world after a checkpoint (or a joiner is ready in it): it goes
+    /// on with the next segment at once, as an application would, without waiting for
+    /// the other ranks to finish their checkpoints.
+    fn run_ahead(&mut self, id: HostId) {
+        if self.broken {
+            return;
         }
-        for (rank, id) in world.iter().enumerate() {
-            let d = self.delay();
-            let now = self.c.sim.elapsed();
-            let h = self.hosts.get_mut(id).expect("world hosts are known");
-            h.rank = Some(rank as u32);
-            h.ready_at = now + d;
+        let Some(node) = self.c.node(id) else { return };
+        let (Some(rank), Some(n)) = (node.rank(), node.world_size()) else {
+            return;
+        };
+        let epoch = node.epoch();
+        let current = self.hosts[&id].seg;
+        let known = self
+            .segs
+            .iter()
+            .find(|(i, (seg, _))| Some(**i) > current && seg.epoch == Some(epoch))
+            .map(|(i, _)| *i);
+        let index = match known {
+            Some(i) => i,
+            None if self.steps_started < self.sc.steps && self.segments < MAX_SEGMENTS => {
+                let i = self.new_segment(n);
+                if let Some((seg, _)) = self.segs.get_mut(&i) {
+                    seg.epoch = Some(epoch);
+                }
+                i
+            }
+            None => return,
+        };
+        if self.segs[&index].0.n != n {
+            return self.violate(format!(
+                "{id} is rank {rank} of {n} in epoch {epoch}, another rank saw {} ranks",
+                self.segs[&index].0.n
+            ));
         }
-        self.note(format!("segment {} on {n} ranks: {} steps", seg.index, seg.steps.len()));
-        self.segment = Some(seg);
+        self.enter(id, index, rank);
     }
 
     /// How late a rank starts its next step: mostly not at all.
@@ -507,21 +561,31 @@ impl<'a> Run<'a> {
         if self.broken {
             return;
         }
-        let Some(seg) = self.segment.take() else {
-            return;
-        };
         let now = self.c.sim.elapsed();
         let ids: Vec<HostId> = self.hosts.keys().copied().collect();
         for id in ids {
             loop {
                 let h = &self.hosts[&id];
-                let Some(rank) = h.rank else { break };
+                let (Some(index), Some(rank)) = (h.seg, h.rank) else {
+                    break;
+                };
+                let Some((seg, _)) = self.segs.get(&index) else {
+                    break;
+                };
                 if h.gone || h.blocking > 0 || h.ready_at > now || h.cursor >= seg.steps.len() {
                     break;
                 }
                 let i = h.cursor;
+                let step = seg.steps[i].clone();
+                let split = match &step {
+                    Step::Coll {
+                        comm: Some((s, _)), ..
+                    } => seg.steps.get(*s).cloned(),
+                    _ => None,
+                };
+                let n = seg.n;
                 self.hosts.get_mut(&id).expect("known").cursor += 1;
-                self.issue(id, rank, &seg, i);
+                self.issue(id, rank, n, i, &step, split.as_ref());
                 if self.broken || self.violation.is_some() {
                     break;
                 }
@@ -529,16 +593,23 @@ impl<'a> Run<'a> {
                 self.hosts.get_mut(&id).expect("known").ready_at = now + d;
             }
         }
-        self.segment = Some(seg);
     }
 
-    fn issue(&mut self, id: HostId, rank: u32, seg: &Segment, i: usize) {
-        match &seg.steps[i] {
+    fn issue(
+        &mut self,
+        id: HostId,
+        rank: u32,
+        n: u32,
+        i: usize,
+        step: &Step,
+        split: Option<&Step>,
+    ) {
+        match step {
             Step::Coll { comm, case, wait } => {
                 let (comm_id, crank, size) = match comm {
-                    None => (CommId::WORLD, rank, seg.n),
+                    None => (CommId::WORLD, rank, n),
                     Some((s, color)) => {
-                        let Step::Split { colors, keys } = &seg.steps[*s] else {
+                        let Some(Step::Split { colors, keys }) = split else {
                             return;
                         };
                         let g = group(colors, keys, *color);
@@ -568,7 +639,7 @@ impl<'a> Run<'a> {
                 self.command(id, cmd, expect, *wait);
             }
             Step::P2p { msgs } => {
-                let recv_first = (rank as usize + i) % 2 == 0;
+                let recv_first = (rank as usize + i).is_multiple_of(2);
                 let sends = msgs.iter().filter(|m| m.from == rank).map(|m| {
                     (
                         Command::Send {
@@ -634,6 +705,14 @@ impl<'a> Run<'a> {
                 self.command(id, cmd, Expect::Split { want }, true);
             }
             Step::Checkpoint { leavers, .. } => {
+                if !self.checkpoint_seen {
+                    self.checkpoint_seen = true;
+                    let now = self.c.sim.elapsed();
+                    for k in 0..self.sc.checkpoint_faults.len() {
+                        let at = now + self.sc.checkpoint_faults[k].0;
+                        self.wake(at, Wake::CheckpointFault(k));
+                    }
+                }
                 let leave = leavers.contains(&rank);
                 let cmd = if leave {
                     Command::Leave
@@ -656,7 +735,7 @@ impl<'a> Run<'a> {
                     self.note(format!("{id} -> {op:?}"));
                 }
                 self.ops += 1;
-                let segment = self.segments;
+                let segment = self.hosts[&id].seg.unwrap_or(u64::MAX);
                 self.pending.insert(
                     (id, op),
                     Pending {
@@ -714,6 +793,9 @@ impl<'a> Run<'a> {
 
     fn on_event(&mut self, id: HostId, e: Event) {
         match e {
+            Event::Ready { .. } if self.hosts.get(&id).is_some_and(|h| h.joiner) => {
+                self.run_ahead(id)
+            }
             Event::Completed { op, outcome } => {
                 if self.verbose {
                     let text = format!("{id} {op:?} completed {outcome:?}");
@@ -729,11 +811,21 @@ impl<'a> Run<'a> {
                 }
                 match p.expect.judge(&outcome) {
                     Ok(true) => {
-                        if let (Expect::Split { .. }, Ok(nexar_proto::Outcome::Split { comm: Some((cid, _, _)) })) = (&p.expect, &outcome) {
+                        if let (
+                            Expect::Split { .. },
+                            Ok(nexar_proto::Outcome::Split {
+                                comm: Some((cid, _, _)),
+                            }),
+                        ) = (&p.expect, &outcome)
+                        {
                             self.remember_comm(id, p.segment, *cid);
                         }
-                        if let Expect::Checkpoint { leave: true } = p.expect {
-                            self.hosts.get_mut(&id).expect("known").gone = true;
+                        match p.expect {
+                            Expect::Checkpoint { leave: true } => {
+                                self.hosts.get_mut(&id).expect("known").gone = true;
+                            }
+                            Expect::Checkpoint { leave: false } => self.run_ahead(id),
+                            _ => {}
                         }
                     }
                     Ok(false) => {
@@ -816,11 +908,15 @@ impl<'a> Run<'a> {
     }
 
     fn remember_comm(&mut self, id: HostId, segment: u64, cid: CommId) {
-        if segment != self.segments {
+        if self.hosts[&id].seg != Some(segment) {
             return;
         }
-        let Some(seg) = &self.segment else { return };
-        let Some(rank) = self.hosts[&id].rank else { return };
+        let Some((seg, _)) = self.segs.get(&segment) else {
+            return;
+        };
+        let Some(rank) = self.hosts[&id].rank else {
+            return;
+        };
         // The split step this rank issued most recently.
         let h = &self.hosts[&id];
         let found = seg.steps[..h.cursor]
@@ -842,7 +938,10 @@ impl<'a> Run<'a> {
 
     fn on_rpc(&mut self, id: HostId, request: RpcRequestId, fn_id: u32, payload: Bytes) {
         if self.verbose {
-            self.note(format!("{id} rpc request {request:?} fn {fn_id} {} B", payload.len()));
+            self.note(format!(
+                "{id} rpc request {request:?} fn {fn_id} {} B",
+                payload.len()
+            ));
         }
         match fn_id {
             FN_ECHO => self.respond(id, request, RpcStatus::Ok, echo(&payload), false),
@@ -892,7 +991,7 @@ impl<'a> Run<'a> {
                         expect: Expect::Sent,
                         blocking: false,
                         issued: self.c.sim.elapsed(),
-                        segment: self.segments,
+                        segment: u64::MAX,
                     },
                 );
             }
@@ -906,6 +1005,10 @@ impl<'a> Run<'a> {
         match wake {
             Wake::Fault(i) => {
                 let plan = self.sc.faults[i].1.clone();
+                self.apply_fault(plan);
+            }
+            Wake::CheckpointFault(i) => {
+                let plan = self.sc.checkpoint_faults[i].1.clone();
                 self.apply_fault(plan);
             }
             Wake::Restore(a, b) => {
@@ -1005,7 +1108,9 @@ impl<'a> Run<'a> {
             if self.c.sim.is_crashed(id) {
                 continue;
             }
-            let Some(node) = self.c.node(id) else { continue };
+            let Some(node) = self.c.node(id) else {
+                continue;
+            };
             let s = node.stats();
             let peers = node.world_size().unwrap_or(1).max(1) as usize;
             let max_message = node.max_message();
@@ -1036,9 +1141,7 @@ impl<'a> Run<'a> {
             ));
         }
         let members = self.hosts.iter().any(|(id, h)| {
-            !h.gone
-                && !self.c.sim.is_crashed(*id)
-                && self.c.node(*id).is_some_and(Node::is_ready)
+            !h.gone && !self.c.sim.is_crashed(*id) && self.c.node(*id).is_some_and(Node::is_ready)
         });
         if self.harm && !self.progressed && self.can_progress() && members {
             self.violate(format!(

@@ -92,7 +92,14 @@ impl Expect {
                 }
             }
             (Expect::Sent, Outcome::Sent) => Ok(true),
-            (Expect::Recv { from, tag, data }, Outcome::Received { from: f, tag: t, data: d }) => {
+            (
+                Expect::Recv { from, tag, data },
+                Outcome::Received {
+                    from: f,
+                    tag: t,
+                    data: d,
+                },
+            ) => {
                 if f == from && t == tag && d == data {
                     Ok(true)
                 } else {
@@ -106,7 +113,15 @@ impl Expect {
                     ))
                 }
             }
-            (Expect::Rpc { fn_id, payload, timeout, stall }, Outcome::Rpc { data }) => {
+            (
+                Expect::Rpc {
+                    fn_id,
+                    payload,
+                    timeout,
+                    stall,
+                },
+                Outcome::Rpc { data },
+            ) => {
                 let answers = matches!(*fn_id, FN_ECHO | FN_STALL);
                 if !answers {
                     return Err(format!("rpc fn {fn_id} answered Ok"));
@@ -119,7 +134,9 @@ impl Expect {
                 if *data == echo(payload) {
                     Ok(true)
                 } else {
-                    Err(format!("rpc answer {data:?} does not belong to call {payload:?}"))
+                    Err(format!(
+                        "rpc answer {data:?} does not belong to call {payload:?}"
+                    ))
                 }
             }
             (Expect::Split { want }, Outcome::Split { comm }) => {
@@ -134,7 +151,9 @@ impl Expect {
                 if rank.is_none() == *leave {
                     Ok(true)
                 } else {
-                    Err(format!("checkpoint (leave: {leave}) completed with rank {rank:?}"))
+                    Err(format!(
+                        "checkpoint (leave: {leave}) completed with rank {rank:?}"
+                    ))
                 }
             }
             (Expect::Recover, Outcome::Checkpoint { .. }) => Ok(true),

@@ -116,6 +116,9 @@ pub struct Scenario {
     pub link: LinkConfig,
     /// Faults, at virtual times after formation.
     pub faults: Vec<(Duration, FaultPlan)>,
+    /// Faults timed from the first checkpoint a rank calls (if one does): epoch changes
+    /// are where ranks disagree the longest, so that is where faults find the most.
+    pub checkpoint_faults: Vec<(Duration, FaultPlan)>,
     /// Workload steps before the run stops issuing (per world segment).
     pub steps: usize,
 }
@@ -152,7 +155,12 @@ impl Scenario {
         };
         let steps = 3 + r.below(if world > 16 { 4 } else { 14 }) as usize;
         let mut f = stream(seed, FAULTS);
-        let faults = faults(&mut f, world, heartbeat_timeout);
+        let faults = faults(&mut f, world, heartbeat_timeout, 3000);
+        let checkpoint_faults = if f.below(2) == 0 {
+            self::faults(&mut f, world, heartbeat_timeout, 300)
+        } else {
+            Vec::new()
+        };
         Scenario {
             seed,
             world,
@@ -164,6 +172,7 @@ impl Scenario {
             collective_timeout,
             link,
             faults,
+            checkpoint_faults,
             steps,
         }
     }
@@ -172,6 +181,7 @@ impl Scenario {
     pub fn harmful(&self) -> bool {
         self.faults
             .iter()
+            .chain(&self.checkpoint_faults)
             .any(|(_, f)| !f.benign(self.heartbeat_timeout))
     }
 }
@@ -209,7 +219,7 @@ fn link(r: &mut TestRng) -> LinkConfig {
     l
 }
 
-fn faults(r: &mut TestRng, world: u32, hb: Duration) -> Vec<(Duration, FaultPlan)> {
+fn faults(r: &mut TestRng, world: u32, hb: Duration, within_ms: u64) -> Vec<(Duration, FaultPlan)> {
     let count = match r.below(10) {
         0..=3 => 0,
         4..=7 => 1,
@@ -218,14 +228,19 @@ fn faults(r: &mut TestRng, world: u32, hb: Duration) -> Vec<(Duration, FaultPlan
     let hosts = world as usize + 1;
     let mut out = Vec::new();
     for _ in 0..count {
-        let at = Duration::from_millis(r.below(3000));
+        let at = Duration::from_millis(r.below(within_ms));
         // Lengths around the heartbeat timeout: well under, just under, just over, far over.
         let len = {
             let f = [5u32, 10, 20, 45, 90, 110, 200][r.below(7) as usize];
             hb * f / 100
         };
         let worker = 1 + r.below(world as u64) as usize;
-        let any = r.below(hosts as u64) as usize;
+        // The seed's links carry every epoch change: cut them more often.
+        let any = if r.below(2) == 0 {
+            0
+        } else {
+            r.below(hosts as u64) as usize
+        };
         let other = (any + 1 + r.below(hosts as u64 - 1) as usize) % hosts;
         let plan = match r.below(10) {
             0..=2 => FaultPlan::LossBurst {

@@ -136,6 +136,8 @@ pub struct Segment {
     pub n: u32,
     /// The steps.
     pub steps: Vec<Step>,
+    /// The membership epoch it runs in, once a rank entered it after a checkpoint.
+    pub epoch: Option<u64>,
 }
 
 impl Segment {
@@ -188,14 +190,23 @@ impl Segment {
             steps.push(step);
         }
         if r.below(3) == 0 {
-            let joiners = if room > 0 { r.below(room as u64 + 1) as u32 } else { 0 };
+            let joiners = if room > 0 {
+                r.below(room as u64 + 1) as u32
+            } else {
+                0
+            };
             let mut leavers: Vec<u32> = (0..n).filter(|_| r.below(6) == 0).collect();
             if leavers.len() as u32 == n {
                 leavers.pop();
             }
             steps.push(Step::Checkpoint { joiners, leavers });
         }
-        Segment { index, n, steps }
+        Segment {
+            index,
+            n,
+            steps,
+            epoch: None,
+        }
     }
 }
 
@@ -228,7 +239,10 @@ fn case(r: &mut TestRng, m: u32) -> Case {
     ];
     let kind = KINDS[r.below(11) as usize];
     let dtype = DTYPES[r.below(10) as usize];
-    let reducing = matches!(kind, AllReduce | Reduce | ReduceScatter | Scan | ExclusiveScan);
+    let reducing = matches!(
+        kind,
+        AllReduce | Reduce | ReduceScatter | Scan | ExclusiveScan
+    );
     let float = matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
     let op = if !reducing {
         ReduceOp::None
