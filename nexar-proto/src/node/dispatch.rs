@@ -26,11 +26,7 @@ impl Node {
     pub(super) fn process(&mut self, now: Instant) {
         let mut steps = 0u64;
         loop {
-            while let Some(event) = self
-                .motion
-                .take_replay()
-                .or_else(|| self.transport.poll_event())
-            {
+            while let Some(event) = self.take_replay().or_else(|| self.transport.poll_event()) {
                 steps += 1;
                 let Some(event) = self.intercept(now, event) else {
                     continue;
@@ -59,6 +55,24 @@ impl Node {
         }
         self.max_process_steps = self.max_process_steps.max(steps);
         self.drive_checkpoint();
+    }
+
+    /// Test hook (feature `sim`): put `msg` as it is on this worker's stream to `rank`
+    /// (the stream its kind travels on), whatever its epoch or contents, so a test can
+    /// play a hostile member. `false` if there is no such peer or the send is refused.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn send_raw(&mut self, rank: u32, msg: &Message) -> bool {
+        let class = match msg {
+            Message::Tagged(_) => StreamClass::P2p,
+            Message::Chunk(_) => StreamClass::Collective,
+            Message::RpcRequest(_) | Message::RpcResponse(_) => StreamClass::Rpc,
+            _ => StreamClass::Control,
+        };
+        let Ok(conn) = self.conn_of(rank) else {
+            return false;
+        };
+        self.transport.send(conn, class, msg.to_frame()).is_ok()
     }
 
     /// Encode the collective chunks that fit: per peer, until [`SEND_AHEAD`] bytes wait

@@ -63,6 +63,12 @@ pub struct NodeStats {
     /// Messages dropped because they belonged to an earlier epoch (or, at the seed, came
     /// from an evicted member).
     pub stale_dropped: u64,
+    /// Worker: traffic held for the next epoch, as payload bytes plus a fixed overhead
+    /// per message (bounded by `max_early_bytes`).
+    pub future_held_bytes: usize,
+    /// Worker: messages from a later epoch dropped, being further ahead than the next
+    /// epoch or over the bound on what is held.
+    pub future_dropped: u64,
     /// RPC calls of ours awaiting an answer.
     pub rpc_calls: usize,
     /// RPC requests handed to the application and not answered yet.
@@ -309,6 +315,8 @@ impl Node {
                 Role::Seed { state, .. } => state.coord.stale(),
                 Role::Worker(_) => self.motion.stale(),
             },
+            future_held_bytes: self.motion.future_bytes(),
+            future_dropped: self.motion.future_dropped,
             rpc_calls: self.rpc.calls_in_flight(),
             rpc_requests: self.rpc.requests_pending(),
             rpc_ignored_responses: self.rpc.counters().ignored_responses,

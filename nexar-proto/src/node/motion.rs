@@ -7,12 +7,13 @@
 //!   result computed on part of the world;
 //! - the new membership comes only from the seed's `RecoveryAgreed` (never from local
 //!   suspicion), so all survivors land on the same epoch, dead set and rank map;
-//! - traffic stamped with a later epoch than ours is held (bounded) and replayed once we
-//!   get there; traffic from an earlier epoch is dropped and counted.
+//! - traffic stamped with the next epoch is held (bounded) and replayed once we get
+//!   there; traffic from an earlier epoch, or from further ahead than the next one, is
+//!   dropped and counted.
 //!
 //! Checkpoints and leaves, the planned epoch changes, are in `checkpoint.rs`.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::checkpoint::Checkpoint;
@@ -55,12 +56,18 @@ pub(super) struct Motion {
     pub(super) held: VecDeque<(OpId, Command)>,
     /// `Recover` commands waiting for the new epoch.
     recover_ops: Vec<OpId>,
-    /// Traffic from a later epoch than ours, replayed once we reach it.
-    future: VecDeque<TransportEvent>,
+    /// Traffic from a later epoch than ours (or from ours while we are between epochs),
+    /// by (epoch, arrival): replayed in arrival order once we are in that epoch.
+    future: BTreeMap<(u64, u64), TransportEvent>,
+    /// Arrival counter for `future`'s keys.
+    future_seq: u64,
+    /// What `future` holds, counted as payload plus [`HELD_OVERHEAD`] per message.
     future_bytes: usize,
     max_future_bytes: usize,
     /// Messages dropped because they belong to an earlier epoch.
     pub(super) stale: u64,
+    /// Messages from a later epoch refused: too far ahead, or over `max_future_bytes`.
+    pub(super) future_dropped: u64,
     pub(super) checkpoint: Option<Checkpoint>,
     /// Checkpoints requested so far (the counter sent to the seed).
     pub(super) checkpoints: u64,
@@ -78,10 +85,12 @@ impl Motion {
             suspected: BTreeSet::new(),
             held: VecDeque::new(),
             recover_ops: Vec::new(),
-            future: VecDeque::new(),
+            future: BTreeMap::new(),
+            future_seq: 0,
             future_bytes: 0,
             max_future_bytes: config.max_early_bytes,
             stale: 0,
+            future_dropped: 0,
             checkpoint: None,
             checkpoints: 0,
         }
@@ -112,16 +121,60 @@ impl Motion {
         self.stale
     }
 
-    pub(super) fn take_replay(&mut self) -> Option<TransportEvent> {
-        if matches!(self.state, State::Normal) && !self.checkpoint.is_some_and(|c| c.sent) {
-            let e = self.future.pop_front();
-            if let Some(TransportEvent::Message { msg, .. }) = &e {
-                self.future_bytes = self.future_bytes.saturating_sub(message_len(msg));
-            }
-            e
-        } else {
-            None
+    /// Bytes held for later epochs (payload plus the per-message overhead).
+    pub(super) fn future_bytes(&self) -> usize {
+        self.future_bytes
+    }
+
+    /// The next held message that is due in `epoch`, if any. A message is due once we
+    /// are in `Normal` at its epoch or later: `intercept` then routes it (same epoch) or
+    /// drops it (earlier), and never holds it again, so each held message is replayed
+    /// once and `Node::process` cannot spin on it.
+    pub(super) fn take_replay(&mut self, epoch: u64) -> Option<TransportEvent> {
+        if !matches!(self.state, State::Normal) {
+            return None;
         }
+        let entry = self.future.first_entry()?;
+        if entry.key().0 > epoch {
+            return None;
+        }
+        let event = entry.remove();
+        self.future_bytes = self.future_bytes.saturating_sub(held_cost(&event));
+        Some(event)
+    }
+
+    /// Hold `event`, stamped `msg_epoch`, for later; `false` if over the bound.
+    fn hold_future(&mut self, msg_epoch: u64, event: TransportEvent) -> bool {
+        let cost = held_cost(&event);
+        if self.future_bytes.saturating_add(cost) > self.max_future_bytes {
+            return false;
+        }
+        self.future_bytes += cost;
+        self.future.insert((msg_epoch, self.future_seq), event);
+        self.future_seq += 1;
+        true
+    }
+
+    fn clear_future(&mut self) {
+        self.future.clear();
+        self.future_bytes = 0;
+    }
+}
+
+/// What one held message costs beyond its payload: the event itself, its map entry and
+/// the allocator's rounding. Counting it keeps a flood of empty messages bounded too.
+pub(super) const HELD_OVERHEAD: usize = 128;
+
+/// How far ahead of ours a peer's epoch may be for its traffic to be held. Every epoch
+/// change (recovery verdict or checkpoint agreement) moves all members from `e` to
+/// `e + 1`, and the next change needs every member of `e + 1` (a vote or a request from
+/// each, or its eviction), so an honest peer is at most one epoch ahead of us.
+pub(super) const FUTURE_EPOCHS: u64 = 1;
+
+fn held_cost(event: &TransportEvent) -> usize {
+    match event {
+        TransportEvent::Message { msg, .. } => HELD_OVERHEAD + message_len(msg),
+        _ => HELD_OVERHEAD,
     }
 }
 
@@ -134,6 +187,12 @@ fn message_len(msg: &Message) -> usize {
 }
 
 impl Node {
+    /// The next held message due now (see [`Motion::take_replay`]).
+    pub(super) fn take_replay(&mut self) -> Option<TransportEvent> {
+        let (_, _, epoch) = self.membership_now()?;
+        self.motion.take_replay(epoch)
+    }
+
     /// Whether a command may run now: `Ok(true)` to start it, `Ok(false)` to hold it
     /// (after `checkpoint()`, whose callers all stand at the same point of their
     /// programs). During a recovery commands are refused, not held: ranks may disagree on
@@ -261,16 +320,17 @@ impl Node {
             self.motion.stale += 1;
             return None;
         }
+        if msg_epoch - epoch > FUTURE_EPOCHS {
+            // No honest member gets there before us (see `FUTURE_EPOCHS`).
+            self.motion.future_dropped += 1;
+            return None;
+        }
         if msg_epoch > epoch || !matches!(self.motion.state, State::Normal) {
             // A peer is ahead of us (it applied the verdict first), or we are between
             // epochs: keep it for when we get there, within a bound.
-            let len = message_len(msg);
-            if self.motion.future_bytes + len > self.motion.max_future_bytes {
-                self.motion.stale += 1;
-                return None;
+            if !self.motion.hold_future(msg_epoch, event) {
+                self.motion.future_dropped += 1;
             }
-            self.motion.future_bytes += len;
-            self.motion.future.push_back(event);
             return None;
         }
         Some(event)
@@ -295,6 +355,8 @@ impl Node {
 
     fn abort(&mut self, rank: u32) {
         self.motion.state = State::Aborted { rank };
+        // Nothing runs any more, so nothing held will ever be due.
+        self.motion.clear_future();
         self.fail_everything(&OpError::PeerLost { rank });
         if let Some(cp) = self.motion.checkpoint.take() {
             self.complete(cp.op, Err(OpError::PeerLost { rank }));
@@ -496,8 +558,7 @@ impl Node {
         for op in std::mem::take(&mut self.motion.recover_ops) {
             self.complete(op, Err(OpError::NotMember));
         }
-        self.motion.future.clear();
-        self.motion.future_bytes = 0;
+        self.motion.clear_future();
         let actions = match &mut self.role {
             Role::Worker(w) => w.close_all(code),
             Role::Seed { .. } => Vec::new(),
