@@ -29,10 +29,17 @@ fn passes(seed: u64) {
     }
 }
 
-/// Manual policy, 11 ranks, the seed cut off from a worker for 300 ms: a rank got a
-/// tagged or chunk frame stamped with the next epoch and `Node::process` held and
-/// re-popped it forever (issue 19, item 1).
+/// Manual policy, 11 ranks, the seed cut off from one worker for 300 ms around a
+/// checkpoint that removed two leavers. It found two bugs in turn:
+/// - a rank got a tagged or chunk frame stamped with the next epoch and `Node::process`
+///   held and re-popped it forever: the node froze inside one call (issue 19, item 1;
+///   fixed by the "next-epoch hold" commit);
+/// - the worker cut off from the seed missed the checkpoint agreement, came back naming
+///   its old rank and was queued as a joiner instead of reattached; its checkpoint never
+///   completed and its peers' collectives in the new epoch timed out on it (fixed: the
+///   seed recognises a member by its rank before the last checkpoint and sends it the
+///   agreement again).
 #[test]
-fn next_epoch_frame_does_not_freeze_a_node_784() {
+fn seed_784_next_epoch_frames_and_a_missed_checkpoint_agreement() {
     passes(784);
 }

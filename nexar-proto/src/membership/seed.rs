@@ -48,6 +48,8 @@ pub(crate) struct SeedState {
     max_pending_joins: usize,
     /// What the seed was built from, for its snapshot.
     pub(super) origin: Option<super::restart::Origin>,
+    /// The last checkpoint agreement, for members that ask again for its epoch.
+    pub(super) last_agreed: Option<Message>,
 }
 
 impl std::fmt::Debug for SeedState {
@@ -83,6 +85,7 @@ impl SeedState {
             coord,
             formed: false,
             origin: None,
+            last_agreed: None,
         }
     }
 
@@ -147,6 +150,9 @@ impl SeedState {
         exporter: Option<[u8; 32]>,
     ) -> Vec<Action> {
         if self.coord.is_member_conn(conn) {
+            if let Some(actions) = self.agreed_again(conn, &msg) {
+                return actions;
+            }
             // Members' control traffic: heartbeats, votes, leaves and checkpoints.
             let mut actions = self.coord.on_message(now, conn, msg);
             actions.extend(self.try_checkpoint(now));
@@ -172,7 +178,11 @@ impl SeedState {
                 return self.reject(conn, RejectReason::BadCertificateRequest, 0);
             };
             // A member coming back (the seed restarted, or its seed connection broke).
-            if let Some(rank) = self.coord.returning(&key, hello.requested_rank) {
+            let rank = self
+                .coord
+                .returning(&key, hello.requested_rank)
+                .or_else(|| self.returning_renumbered(&key, hello.requested_rank));
+            if let Some(rank) = rank {
                 self.joiners.remove(&conn);
                 return self.coord.reattach(now, rank, conn);
             }

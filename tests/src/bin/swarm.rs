@@ -62,10 +62,30 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--replay-every: {e}"))?
             }
             "--keep-going" => a.keep_going = true,
+            "--speed" => {
+                let secs: u64 = value()?.parse().map_err(|e| format!("--speed: {e}"))?;
+                match nexar_tests::swarm::speed::probe(1, 8, secs) {
+                    Ok(s) => {
+                        println!(
+                            "sim speed: 8 ranks, 5% loss, {} collectives: {:.1} s simulated in \
+                             {:.2} s wall = {:.1} simulated s per wall s",
+                            s.collectives,
+                            s.simulated.as_secs_f64(),
+                            s.wall.as_secs_f64(),
+                            s.ratio()
+                        );
+                        std::process::exit(0);
+                    }
+                    Err(e) => {
+                        println!("sim speed probe failed: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             "-h" | "--help" => {
                 println!(
                     "swarm [--seeds N] [--from S|random] [--minutes M] [--jobs J] \
-                     [--hang-secs H] [--replay-every K] [--keep-going]"
+                     [--hang-secs H] [--replay-every K] [--keep-going] | --speed VIRTUAL_SECS"
                 );
                 std::process::exit(0);
             }

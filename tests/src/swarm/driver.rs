@@ -20,7 +20,7 @@ use crate::support::TestRng;
 /// Virtual time a formation may take.
 const FORMATION: Duration = Duration::from_secs(60);
 /// Virtual time the whole run may take after formation.
-const RUN_LIMIT: Duration = Duration::from_secs(240);
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// Most transport events one input may take a node through.
 pub const MAX_PROCESS_STEPS: u64 = 100_000;
 /// The simulator's guard: events at one virtual instant.

@@ -10,6 +10,7 @@ mod driver;
 pub mod expect;
 pub mod gen;
 pub mod program;
+pub mod speed;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
