@@ -43,3 +43,12 @@ fn passes(seed: u64) {
 fn seed_784_next_epoch_frames_and_a_missed_checkpoint_agreement() {
     passes(784);
 }
+
+/// A no-op checkpoint agreement (nothing pending, epoch unchanged) was sent again as the
+/// answer to the next checkpoint's requests, so two ranks completed a checkpoint that a
+/// third, about to leave, had not called yet, and the leaver's `Leave` then completed as
+/// a plain checkpoint with a rank. Only a real epoch change is ever resent.
+#[test]
+fn seed_1079_a_no_op_agreement_is_not_resent_for_the_next_checkpoint() {
+    passes(1079);
+}

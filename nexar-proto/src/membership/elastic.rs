@@ -61,7 +61,10 @@ impl SeedState {
         let Message::CheckpointAgreed(a) = agreed else {
             return None;
         };
-        (a.old_epoch == epoch && a.new_epoch == self.coord.epoch()).then(|| {
+        // A no-op agreement (nothing pending) leaves the epoch as it was: a request for
+        // that epoch is then a new checkpoint, not a late copy of the old one.
+        let moved = a.new_epoch != a.old_epoch;
+        (moved && a.old_epoch == epoch && a.new_epoch == self.coord.epoch()).then(|| {
             vec![Action::Send {
                 conn,
                 msg: agreed.clone(),
