@@ -7,3 +7,4 @@ pub mod hostile_net;
 pub mod motion;
 pub mod rogue;
 pub mod support;
+pub mod swarm;

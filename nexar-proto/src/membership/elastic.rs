@@ -47,6 +47,47 @@ impl SeedState {
         self.try_checkpoint(now)
     }
 
+    /// A member asks again for the checkpoint of the epoch just agreed: it missed the
+    /// agreement (its seed connection broke and it dialled again), while the others
+    /// already moved on. Send it the same agreement; without it that member would wait
+    /// forever and its peers' next operations would time out on it.
+    pub(super) fn agreed_again(&self, conn: ConnId, msg: &Message) -> Option<Vec<Action>> {
+        let epoch = match msg {
+            Message::CheckpointRequest(r) => r.epoch,
+            Message::Leave(l) => l.epoch,
+            _ => return None,
+        };
+        let agreed = self.last_agreed.as_ref()?;
+        let Message::CheckpointAgreed(a) = agreed else {
+            return None;
+        };
+        // A no-op agreement (nothing pending) leaves the epoch as it was: a request for
+        // that epoch is then a new checkpoint, not a late copy of the old one.
+        let moved = a.new_epoch != a.old_epoch;
+        (moved && a.old_epoch == epoch && a.new_epoch == self.coord.epoch()).then(|| {
+            vec![Action::Send {
+                conn,
+                msg: agreed.clone(),
+            }]
+        })
+    }
+
+    /// A member coming back that still names its rank from before the last checkpoint
+    /// (it missed the agreement): its rank in the agreed epoch, if its key matches.
+    pub(super) fn returning_renumbered(&self, key: &[u8; 32], old: Option<u32>) -> Option<u32> {
+        let Some(Message::CheckpointAgreed(a)) = &self.last_agreed else {
+            return None;
+        };
+        if a.new_epoch != self.coord.epoch() {
+            return None;
+        }
+        let entry = a
+            .members
+            .iter()
+            .find(|m| m.old_rank.is_some() && m.old_rank == old)?;
+        self.coord.returning(key, Some(entry.new_rank))
+    }
+
     /// Apply the checkpoint if every member asked for it.
     pub(super) fn try_checkpoint(&mut self, now: Instant) -> Vec<Action> {
         if !self.coord.checkpoint_due() {
@@ -123,6 +164,7 @@ impl SeedState {
             members: entries.clone(),
             leavers: leaving.iter().copied().collect(),
         });
+        self.last_agreed = Some(agreed.clone());
         let mut actions: Vec<Action> = members
             .iter()
             .filter_map(|m| m.conn)

@@ -51,6 +51,8 @@ pub(crate) struct SeedState {
     /// The connection whose join proof the last message passed, for the node to tell
     /// the transport (which then stops treating it as an unauthenticated stranger).
     just_proven: Option<ConnId>,
+    /// The last checkpoint agreement, for members that ask again for its epoch.
+    pub(super) last_agreed: Option<Message>,
 }
 
 impl std::fmt::Debug for SeedState {
@@ -87,6 +89,7 @@ impl SeedState {
             formed: false,
             origin: None,
             just_proven: None,
+            last_agreed: None,
         }
     }
 
@@ -156,6 +159,9 @@ impl SeedState {
         exporter: Option<[u8; 32]>,
     ) -> Vec<Action> {
         if self.coord.is_member_conn(conn) {
+            if let Some(actions) = self.agreed_again(conn, &msg) {
+                return actions;
+            }
             // Members' control traffic: heartbeats, votes, leaves and checkpoints.
             let mut actions = self.coord.on_message(now, conn, msg);
             actions.extend(self.try_checkpoint(now));
@@ -182,7 +188,11 @@ impl SeedState {
                 return self.reject(conn, RejectReason::BadCertificateRequest, 0);
             };
             // A member coming back (the seed restarted, or its seed connection broke).
-            if let Some(rank) = self.coord.returning(&key, hello.requested_rank) {
+            let rank = self
+                .coord
+                .returning(&key, hello.requested_rank)
+                .or_else(|| self.returning_renumbered(&key, hello.requested_rank));
+            if let Some(rank) = rank {
                 self.joiners.remove(&conn);
                 return self.coord.reattach(now, rank, conn);
             }

@@ -142,7 +142,10 @@ impl Node {
             self.recover(now, op)
         } else if matches!(command, Command::Checkpoint | Command::Leave) {
             self.checkpoint(op, matches!(command, Command::Leave))
-        } else if runnable {
+        } else if runnable || matches!(command, Command::RpcRespond { .. }) {
+            // An answer is not work on the next world: held behind our checkpoint it
+            // would keep a caller that has not reached the checkpoint yet from ever
+            // getting there.
             self.start(now, op, command)
         } else {
             self.hold(op, command);

@@ -24,8 +24,10 @@ const SEND_AHEAD: usize = 512 << 10;
 impl Node {
     /// Drain everything the transport has to say, feeding the role, until quiet.
     pub(super) fn process(&mut self, now: Instant) {
+        let mut steps = 0u64;
         loop {
             while let Some(event) = self.take_replay().or_else(|| self.transport.poll_event()) {
+                steps += 1;
                 let Some(event) = self.intercept(now, event) else {
                     continue;
                 };
@@ -51,6 +53,7 @@ impl Node {
                 break;
             }
         }
+        self.max_process_steps = self.max_process_steps.max(steps);
         self.drive_checkpoint();
     }
 

@@ -96,6 +96,9 @@ pub struct NodeStats {
     pub handshake_timeouts: u64,
     /// New connections refused outright (not accepting, or no room could be made).
     pub refused_connections: u64,
+    /// The most transport events one input call handled: a node that turns one input
+    /// into unbounded internal work shows here (the simulator's swarm checks it).
+    pub max_process_steps: u64,
 }
 
 /// A nexar node: a seed that forms the cluster, or a worker that is one rank of it.
@@ -115,6 +118,8 @@ pub struct Node {
     /// Failure detection, recovery and epoch changes (workers).
     motion: motion::Motion,
     next_op: u64,
+    /// See [`NodeStats::max_process_steps`].
+    max_process_steps: u64,
     /// The latest `now` seen; earlier readings are clamped to it (time never goes back).
     now: Instant,
 }
@@ -240,6 +245,7 @@ impl Node {
             events: VecDeque::new(),
             motion: motion::Motion::new(&config),
             next_op: 0,
+            max_process_steps: 0,
             now,
         };
         node.process(now);
@@ -345,6 +351,7 @@ impl Node {
             retries_sent: admission.retries,
             handshake_timeouts: admission.handshake_timeouts,
             refused_connections: admission.refused,
+            max_process_steps: self.max_process_steps,
         }
     }
 

@@ -111,6 +111,19 @@ impl ClusterSim {
     ) -> Self {
         let mut config = SimConfig::with_seed(sim_seed);
         config.default_link = link;
+        Self::new_configured(config, world_size, adjust_seed, adjust_elastic)
+    }
+
+    /// As [`new_elastic`](Self::new_elastic), with the whole [`SimConfig`] given (its
+    /// `seed` seeds the nodes too): a trace log to print on failure, a tighter livelock
+    /// guard.
+    pub fn new_configured(
+        config: SimConfig,
+        world_size: u32,
+        adjust_seed: impl FnOnce(NodeConfig) -> NodeConfig,
+        adjust_elastic: impl FnOnce(SeedConfig) -> SeedConfig,
+    ) -> Self {
+        let sim_seed = config.seed;
         let mut sim = Sim::new(config);
         let addr = doc_addr(0);
         let secret = node_seed(sim_seed, u64::MAX, "join-secret");
@@ -193,18 +206,24 @@ impl ClusterSim {
 
     /// Move every host's pending events into the per-host logs.
     pub fn collect_events(&mut self) {
-        let ids: Vec<HostId> = self.sim.host_ids().collect();
-        for id in ids {
-            if self.sim.is_crashed(id) {
-                continue;
-            }
-            let ClusterHost::Node(node) = self.sim.host_mut(id) else {
-                continue;
-            };
-            while let Some(e) = node.poll_event() {
-                self.events.entry(id).or_default().push(e);
+        for index in 0..self.sim.hosts.len() {
+            let id = HostId(index);
+            if let Some(node) = events_source(&mut self.sim, id) {
+                while let Some(e) = node.poll_event() {
+                    self.events.entry(id).or_default().push(e);
+                }
             }
         }
+    }
+
+    /// Take the next application event of node `id` (none from a crashed host or a
+    /// custom one), as [`Node::poll_event`] would.
+    ///
+    /// Unlike [`node_mut`](Self::node_mut) this does not make the simulator re-read the
+    /// host's transmits and timer: taking an event changes neither, and doing so for every
+    /// host after every step was most of what a large simulated cluster cost.
+    pub fn poll_event(&mut self, id: HostId) -> Option<Event> {
+        events_source(&mut self.sim, id)?.poll_event()
     }
 
     /// Every event `id` has emitted so far, in order.
@@ -319,6 +338,18 @@ impl ClusterSim {
             } => Some((*rank, *world_size, *epoch)),
             _ => None,
         })
+    }
+}
+
+/// The node at `id` to take events from, without marking the host for a drain.
+fn events_source(sim: &mut Sim<ClusterHost>, id: HostId) -> Option<&mut Node> {
+    let slot = sim.hosts.get_mut(id.0)?;
+    if slot.state == super::world::HostState::Crashed {
+        return None;
+    }
+    match &mut slot.host {
+        ClusterHost::Node(n) => Some(n),
+        ClusterHost::Custom(_) => None,
     }
 }
 
