@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use nexar_proto::codec::{
-    Algorithm, Chunk, ChunkHeader, CollectiveKind, Message, RecoveryVote, ReduceOp, Tagged,
+    Algorithm, Chunk, ChunkHeader, CollectiveKind, DType, Fingerprint, Message, RecoveryVote,
+    ReduceOp, Tagged,
 };
 use nexar_proto::collective::{Buffer, CommId};
 use nexar_proto::{Command, Event, JoinTicket, Node, NodeConfig, OpId, RecoveryPolicy};
@@ -50,6 +51,10 @@ enum Attack {
     /// One-byte tagged messages on new tags, nobody receiving them, to each honest rank
     /// for the whole idle window (as fast as flow control lets them through).
     TinyFlood,
+    /// Abort chunks to each honest rank for operations it must not fail on their word:
+    /// one far beyond the bench, one with no fingerprint, one on a communicator nobody
+    /// has, and the largest sequence number.
+    Aborts,
 }
 
 struct Hostile {
@@ -186,6 +191,34 @@ fn next_epoch_chunk(epoch: u64) -> Message {
     })
 }
 
+/// An abort chunk (step `u32::MAX`) for (comm, seq) carrying `fingerprint`.
+fn abort(epoch: u64, comm: u64, seq: u64, fingerprint: Option<Fingerprint>) -> Message {
+    Message::Chunk(Chunk {
+        header: ChunkHeader {
+            epoch,
+            comm,
+            seq,
+            algorithm: Algorithm::Ring,
+            step: u32::MAX,
+            offset: 0,
+        },
+        fingerprint,
+        payload: Bytes::new().into(),
+    })
+}
+
+/// A fingerprint no honest rank has.
+fn bogus() -> Fingerprint {
+    Fingerprint {
+        kind: CollectiveKind::AllReduce,
+        dtype: DType::F32,
+        op: ReduceOp::Sum,
+        count: 999_999,
+        root: 0,
+        algorithm: Algorithm::Ring,
+    }
+}
+
 /// utime + stime of `pid`, in clock ticks, and its VmRSS in KiB.
 fn usage(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -278,6 +311,19 @@ fn scenario(attack: Attack) {
             for &to in &others {
                 assert!(h.node.send_raw(to, &tagged(epoch + 1, 7, b"")));
                 assert!(h.node.send_raw(to, &next_epoch_chunk(epoch + 1)));
+            }
+        }
+        if attack == Attack::Aborts {
+            let world = CommId::WORLD.0;
+            for &to in &others {
+                for m in [
+                    abort(epoch, world, 1_000_000, Some(bogus())),
+                    abort(epoch, world, u64::MAX, Some(bogus())),
+                    abort(epoch, world, 0, None),
+                    abort(epoch, 0xbad, 0, Some(bogus())),
+                ] {
+                    assert!(h.node.send_raw(to, &m));
+                }
             }
         }
         let mut tag = 1u64 << 32;
@@ -378,7 +424,12 @@ fn scenario(attack: Attack) {
 
 #[test]
 fn honest_workers_finish_the_bench_beside_a_hostile_member() {
-    for attack in [Attack::None, Attack::NextEpoch, Attack::TinyFlood] {
+    for attack in [
+        Attack::None,
+        Attack::NextEpoch,
+        Attack::TinyFlood,
+        Attack::Aborts,
+    ] {
         scenario(attack);
     }
 }
