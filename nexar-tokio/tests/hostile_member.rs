@@ -253,17 +253,20 @@ fn wait(mut child: Child, limit: Duration) -> Output {
     }
 }
 
-/// One run: seed, WORLD - 1 honest workers and the hostile member doing `attack`.
-fn scenario(attack: Attack) {
+/// A `nexar seed` process for WORLD ranks with `extra` options, its ticket written to a
+/// file in a directory of its own (`name` tells runs apart): the seed, that directory,
+/// the ticket's text and the ticket.
+fn start_seed(name: &str, extra: &[&str]) -> (Child, std::path::PathBuf, String, JoinTicket) {
     let dir = std::env::temp_dir().join(format!(
-        "nexar-hostile-member-{}-{attack:?}",
+        "nexar-hostile-member-{}-{name}",
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let ticket_file = dir.join("ticket");
-    let mut seed = Process::new(NEXAR)
+    let seed = Process::new(NEXAR)
         .args(["seed", "--listen", "127.0.0.1:0", "--world-size"])
         .arg(WORLD.to_string())
+        .args(extra)
         .arg("--ticket-file")
         .arg(&ticket_file)
         .stdout(Stdio::null())
@@ -271,7 +274,7 @@ fn scenario(attack: Attack) {
         .spawn()
         .expect("start the seed");
     let start = Instant::now();
-    let ticket_text = loop {
+    let text = loop {
         if let Ok(t) = std::fs::read_to_string(&ticket_file) {
             if !t.trim().is_empty() {
                 break t.trim().to_string();
@@ -280,7 +283,13 @@ fn scenario(attack: Attack) {
         assert!(start.elapsed() < Duration::from_secs(20), "no ticket file");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let ticket: JoinTicket = ticket_text.parse().expect("ticket");
+    let ticket = text.parse().expect("ticket");
+    (seed, dir, text, ticket)
+}
+
+/// One run: seed, WORLD - 1 honest workers and the hostile member doing `attack`.
+fn scenario(attack: Attack) {
+    let (mut seed, dir, ticket_text, ticket) = start_seed(&format!("{attack:?}"), &[]);
     let (iters, warmup) = (ITERS.to_string(), WARMUP.to_string());
     let workers: Vec<Child> = (0..WORLD - 1)
         .map(|_| {
@@ -440,30 +449,7 @@ fn honest_workers_finish_the_bench_beside_a_hostile_member() {
 /// with every completed allreduce correct, and the liar is told it is out.
 #[test]
 fn a_false_recovery_vote_evicts_only_the_liar() {
-    let dir = std::env::temp_dir().join(format!("nexar-hostile-vote-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ticket_file = dir.join("ticket");
-    let mut seed = Process::new(NEXAR)
-        .args(["seed", "--listen", "127.0.0.1:0", "--recovery", "automatic"])
-        .arg("--world-size")
-        .arg(WORLD.to_string())
-        .arg("--ticket-file")
-        .arg(&ticket_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the seed");
-    let start = Instant::now();
-    let ticket_text = loop {
-        if let Ok(t) = std::fs::read_to_string(&ticket_file) {
-            if !t.trim().is_empty() {
-                break t.trim().to_string();
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no ticket file");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let ticket: JoinTicket = ticket_text.parse().expect("ticket");
+    let (mut seed, dir, ticket_text, ticket) = start_seed("vote", &["--recovery", "automatic"]);
     const ROUNDS: u32 = 40;
     let workers: Vec<Child> = (0..WORLD - 1)
         .map(|_| {
