@@ -52,3 +52,15 @@ fn seed_784_next_epoch_frames_and_a_missed_checkpoint_agreement() {
 fn seed_1079_a_no_op_agreement_is_not_resent_for_the_next_checkpoint() {
     passes(1079);
 }
+
+/// Automatic policy, 3 ranks growing to 4 at a checkpoint, the seed restarting 287 ms
+/// after it. Both joiners, still meshing, heard nothing on their connection to the old
+/// seed for over `heartbeat_timeout`. Failure detection is off while a mesh forms (the
+/// join deadline owns the links then), yet the liveness detector still gave that link's
+/// silence as its next deadline: a deadline already past, which `handle_timeout` did not
+/// move, so the simulator's guard fired (200,000 events at one instant). The silence
+/// deadline now counts only while silence is detected.
+#[test]
+fn seed_20891_no_past_silence_deadline_while_a_joiner_meshes() {
+    passes(20891);
+}

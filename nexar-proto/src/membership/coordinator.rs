@@ -256,7 +256,7 @@ impl Coordinator {
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.liveness
-            .poll_timeout()
+            .poll_timeout(true)
             .into_iter()
             .chain(self.round.as_ref().and_then(|r| r.deadline))
             .chain(self.round.as_ref().and_then(Round::next_probe))

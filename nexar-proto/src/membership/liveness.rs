@@ -120,11 +120,22 @@ impl Liveness {
         tick
     }
 
-    /// The next heartbeat or silence deadline.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    /// The next heartbeat, and with `detect` (as the next [`handle_timeout`] will be
+    /// given) the next silence deadline. A tick without detection reports no silence, so
+    /// a silence deadline then is no deadline: once past, it would stay in the past and
+    /// have the driver call `handle_timeout` again at the same instant, forever.
+    ///
+    /// [`handle_timeout`]: Self::handle_timeout
+    pub(crate) fn poll_timeout(&self, detect: bool) -> Option<Instant> {
         self.links
             .values()
-            .map(|l| l.next_beat.min(l.last_heard + self.timeout))
+            .map(|l| {
+                if detect {
+                    l.next_beat.min(l.last_heard + self.timeout)
+                } else {
+                    l.next_beat
+                }
+            })
             .min()
     }
 }
@@ -182,7 +193,7 @@ mod tests {
             .silent
             .is_empty());
         assert_eq!(
-            l.poll_timeout(),
+            l.poll_timeout(true),
             Some(t0 + Duration::from_millis(1750)),
             "next beat"
         );
@@ -200,5 +211,37 @@ mod tests {
             l.handle_timeout(woke + Duration::from_secs(3), true).silent,
             vec![conn(1)]
         );
+    }
+
+    /// Without detection (formation), a link silent past the timeout is not reported, so
+    /// its silence must not be a deadline: every deadline given is one a tick moves past.
+    /// Detection on again reports it at once.
+    #[test]
+    fn silence_is_no_deadline_while_detection_is_off() {
+        let t0 = base();
+        let (interval, timeout) = (Duration::from_millis(200), Duration::from_millis(1500));
+        let mut l = Liveness::new(interval, timeout);
+        l.track(conn(1), t0);
+        let mut now = t0;
+        while now <= t0 + timeout * 2 {
+            let tick = l.handle_timeout(now, false);
+            assert!(tick.silent.is_empty());
+            let next = l.poll_timeout(false).expect("a beat is always due");
+            assert!(
+                next > now,
+                "deadline {:?} not after now {:?}",
+                next - t0,
+                now - t0
+            );
+            assert_eq!(next, now + interval, "only the next beat");
+            now = next;
+        }
+        // Silent for 3 s, past the 1.5 s timeout: with detection, that is due now.
+        let past = l.poll_timeout(true).expect("tracked");
+        assert_eq!(past, t0 + timeout);
+        assert!(past < now);
+        assert_eq!(l.handle_timeout(now, true).silent, vec![conn(1)]);
+        assert_eq!(l.poll_timeout(true), None);
+        assert_eq!(l.poll_timeout(false), None);
     }
 }

@@ -437,7 +437,7 @@ impl Node {
             self.transport.poll_timeout(),
             role,
             exec,
-            self.motion.poll_timeout(),
+            self.motion.poll_timeout(self.detecting()),
             rpc,
         ]
         .into_iter()

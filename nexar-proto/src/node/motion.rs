@@ -96,7 +96,8 @@ impl Motion {
         }
     }
 
-    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+    /// `detect` as for [`Node::detecting`].
+    pub(super) fn poll_timeout(&self, detect: bool) -> Option<Instant> {
         let recovery = match self.state {
             State::Recovering { deadline } => Some(deadline),
             _ => None,
@@ -105,7 +106,7 @@ impl Motion {
             State::Gone | State::Aborted { .. } => None,
             _ => self
                 .liveness
-                .poll_timeout()
+                .poll_timeout(detect)
                 .into_iter()
                 .chain(recovery)
                 .min(),
@@ -248,9 +249,15 @@ impl Node {
         self.motion.liveness.refresh(now);
     }
 
+    /// Whether silence counts as failure now: once formed, and during a recovery. While
+    /// the mesh forms (at the first join, or a joiner's) the join deadline owns the links.
+    pub(super) fn detecting(&self) -> bool {
+        self.is_ready() || matches!(self.motion.state, State::Recovering { .. })
+    }
+
     /// Heartbeats and silence; the recovery deadline.
     pub(super) fn motion_tick(&mut self, now: Instant) {
-        let detect = self.is_ready() || matches!(self.motion.state, State::Recovering { .. });
+        let detect = self.detecting();
         let tick = self.motion.liveness.handle_timeout(now, detect);
         let epoch = self.epoch();
         for (conn, seq) in tick.beats {
