@@ -1,20 +1,21 @@
-//! One run: form the cluster, apply the faults, drive every rank's program, and check.
+//! One run: its state, forming the cluster, and the loop that interleaves the simulator's
+//! events with the driver's timed actions until the run is finished or stuck. The rest of a
+//! run lives in sibling modules: [`super::workload`], [`super::events`], [`super::faults`],
+//! [`super::checks`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use nexar_proto::codec::RpcStatus;
 use nexar_proto::collective::CommId;
-use nexar_proto::sim::{ClusterHost, ClusterSim, HostId, SimConfig};
+use nexar_proto::sim::{ClusterSim, HostId, SimConfig};
 use nexar_proto::RpcRequestId;
-use nexar_proto::{Command, CommandError, Event, Node, NodeConfig, OpId, RecoveryPolicy};
+use nexar_proto::{Event, Node, NodeConfig, OpId};
 
 use super::expect::Expect;
-use super::gen::{stream, FaultPlan, Scenario, DELAYS};
-use super::program::{echo, fail_detail, group, Segment, Step, FN_ECHO, FN_FAIL, FN_STALL};
+use super::gen::{stream, Scenario, DELAYS};
+use super::program::{Segment, FN_ECHO, FN_FAIL, FN_STALL};
 use super::Progress;
-use crate::collectives::buffer;
 use crate::support::TestRng;
 
 /// Virtual time a formation may take.
@@ -26,11 +27,11 @@ pub const MAX_PROCESS_STEPS: u64 = 100_000;
 /// The simulator's guard: events at one virtual instant.
 const LIVELOCK: u64 = 200_000;
 /// Most segments a run starts.
-const MAX_SEGMENTS: u64 = 12;
+pub(super) const MAX_SEGMENTS: u64 = 12;
 
 /// A timed action of the driver (not of the simulator).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Wake {
+pub(super) enum Wake {
     Fault(usize),
     CheckpointFault(usize),
     Restore(HostId, HostId),
@@ -41,37 +42,37 @@ enum Wake {
 
 /// Per node, what the program knows of it.
 #[derive(Debug, Default)]
-struct Host {
+pub(super) struct Host {
     /// Out of the cluster (crashed, evicted, left, failed).
-    gone: bool,
+    pub(super) gone: bool,
     /// The segment this node is running, and its rank there.
-    seg: Option<u64>,
+    pub(super) seg: Option<u64>,
     /// Its rank in that segment.
-    rank: Option<u32>,
+    pub(super) rank: Option<u32>,
     /// Next step to issue.
-    cursor: usize,
+    pub(super) cursor: usize,
     /// Ops of the current step that block the next.
-    blocking: usize,
+    pub(super) blocking: usize,
     /// Not before this virtual time.
-    ready_at: Duration,
+    pub(super) ready_at: Duration,
     /// Split communicators of this segment: (split step, colour) -> id.
-    comms: BTreeMap<(usize, u32), CommId>,
+    pub(super) comms: BTreeMap<(usize, u32), CommId>,
     /// Between a failure and the epoch change that resolves it (as its events tell).
-    recovering: bool,
+    pub(super) recovering: bool,
     /// Asked for a recovery (manual policy) in this epoch.
-    asked: bool,
+    pub(super) asked: bool,
     /// RPC requests waiting for the stall handler: key -> (request, payload).
-    stalled: BTreeMap<u64, (RpcRequestId, Bytes)>,
+    pub(super) stalled: BTreeMap<u64, (RpcRequestId, Bytes)>,
     /// Started after formation, to be admitted at a checkpoint.
-    joiner: bool,
+    pub(super) joiner: bool,
 }
 
 #[derive(Debug)]
-struct Pending {
-    expect: Expect,
-    blocking: bool,
-    issued: Duration,
-    segment: u64,
+pub(super) struct Pending {
+    pub(super) expect: Expect,
+    pub(super) blocking: bool,
+    pub(super) issued: Duration,
+    pub(super) segment: u64,
 }
 
 /// The verdict of one run.
@@ -90,41 +91,41 @@ pub struct Outcome {
 }
 
 pub(super) struct Run<'a> {
-    sc: Scenario,
-    c: ClusterSim,
-    adjust: Box<dyn Fn(NodeConfig) -> NodeConfig>,
-    hosts: BTreeMap<HostId, Host>,
-    pending: BTreeMap<(HostId, OpId), Pending>,
-    wakes: BTreeSet<(Duration, u64, Wake)>,
-    wake_seq: u64,
+    pub(super) sc: Scenario,
+    pub(super) c: ClusterSim,
+    pub(super) adjust: Box<dyn Fn(NodeConfig) -> NodeConfig>,
+    pub(super) hosts: BTreeMap<HostId, Host>,
+    pub(super) pending: BTreeMap<(HostId, OpId), Pending>,
+    pub(super) wakes: BTreeSet<(Duration, u64, Wake)>,
+    pub(super) wake_seq: u64,
     /// Segments being run: more than one when ranks that finished a checkpoint run
     /// ahead into the next world while others are still in the old one.
-    segs: BTreeMap<u64, (Segment, Duration)>,
-    segments: u64,
-    steps_started: usize,
-    broken: bool,
+    pub(super) segs: BTreeMap<u64, (Segment, Duration)>,
+    pub(super) segments: u64,
+    pub(super) steps_started: usize,
+    pub(super) broken: bool,
     /// A fault or failure has happened that may legitimately fail operations.
-    harm: bool,
+    pub(super) harm: bool,
     /// Since when the nodes have disagreed on the world between segments.
-    world_wait: Option<Duration>,
+    pub(super) world_wait: Option<Duration>,
     /// A rank has called a checkpoint (the checkpoint faults are scheduled).
-    checkpoint_seen: bool,
+    pub(super) checkpoint_seen: bool,
     /// Some node aborted (abort policy): no progress is expected after that.
-    aborted: bool,
+    pub(super) aborted: bool,
     /// A segment ran to its end after the last harmful fault.
-    progressed: bool,
-    last_fault_end: Duration,
-    formed_at: Duration,
-    snapshot: Option<Bytes>,
-    stalls: BTreeMap<Bytes, Duration>,
-    answer_seq: u64,
-    delays: TestRng,
-    violation: Option<String>,
-    ops: u64,
-    log: VecDeque<String>,
+    pub(super) progressed: bool,
+    pub(super) last_fault_end: Duration,
+    pub(super) formed_at: Duration,
+    pub(super) snapshot: Option<Bytes>,
+    pub(super) stalls: BTreeMap<Bytes, Duration>,
+    pub(super) answer_seq: u64,
+    pub(super) delays: TestRng,
+    pub(super) violation: Option<String>,
+    pub(super) ops: u64,
+    pub(super) log: VecDeque<String>,
     /// Log every command and completion (`NEXAR_SWARM_VERBOSE`), to debug one seed.
-    verbose: bool,
-    progress: &'a Progress,
+    pub(super) verbose: bool,
+    pub(super) progress: &'a Progress,
 }
 
 impl<'a> Run<'a> {
@@ -186,7 +187,7 @@ impl<'a> Run<'a> {
         run
     }
 
-    fn add_worker(&mut self, joiner: bool) -> HostId {
+    pub(super) fn add_worker(&mut self, joiner: bool) -> HostId {
         let id = self.c.add_worker(&*self.adjust);
         if let Some(node) = self.c.node_mut(id) {
             for f in [FN_ECHO, FN_FAIL, FN_STALL] {
@@ -203,7 +204,7 @@ impl<'a> Run<'a> {
         id
     }
 
-    fn note(&mut self, what: String) {
+    pub(super) fn note(&mut self, what: String) {
         if self.log.len() == if self.verbose { 400 } else { 24 } {
             self.log.pop_front();
         }
@@ -211,13 +212,13 @@ impl<'a> Run<'a> {
             .push_back(format!("{:?} {what}", self.c.sim.elapsed()));
     }
 
-    fn violate(&mut self, what: String) {
+    pub(super) fn violate(&mut self, what: String) {
         if self.violation.is_none() {
             self.violation = Some(format!("at {:?}: {what}", self.c.sim.elapsed()));
         }
     }
 
-    fn wake(&mut self, at: Duration, w: Wake) {
+    pub(super) fn wake(&mut self, at: Duration, w: Wake) {
         self.wake_seq += 1;
         self.wakes.insert((at, self.wake_seq, w));
     }
@@ -332,26 +333,6 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn report_stuck(&mut self, at: Duration) {
-        let oldest = self
-            .pending
-            .iter()
-            .min_by_key(|(_, p)| p.issued)
-            .map(|((h, op), p)| {
-                format!("{h} {op:?} {} issued at {:?}", p.expect.label(), p.issued)
-            });
-        self.violate(format!(
-            "liveness: by {at:?}, {} operations pending (oldest: {oldest:?}), {} segments; (host, segment, cursor, blocking) {:?}",
-            self.pending.len(),
-            self.segments,
-            self.hosts
-                .iter()
-                .filter(|(_, h)| h.rank.is_some() && !h.gone)
-                .map(|(id, h)| (id.0, h.seg, h.cursor, h.blocking))
-                .collect::<Vec<_>>()
-        ));
-    }
-
     fn finished(&mut self) -> bool {
         let busy_wake = self.wakes.iter().any(|w| !matches!(w.2, Wake::Answer(..)));
         if !self.pending.is_empty() || busy_wake || !self.all_idle() {
@@ -395,761 +376,5 @@ impl<'a> Run<'a> {
             ));
         }
         true
-    }
-
-    /// Every ready node's (rank, world size, epoch), for messages.
-    fn world_view(&self) -> String {
-        let v: Vec<_> = self
-            .hosts
-            .iter()
-            .filter(|(id, h)| !h.gone && !self.c.sim.is_crashed(**id))
-            .filter_map(|(id, _)| {
-                let n = self.c.node(*id)?;
-                Some((id.0, n.is_ready(), n.rank(), n.world_size(), n.epoch()))
-            })
-            .collect();
-        format!("(host, ready, rank, size, epoch): {v:?}")
-    }
-
-    /// Whether the live nodes could still run a segment (nobody aborted).
-    fn can_progress(&self) -> bool {
-        !self.aborted
-    }
-
-    /// Every live node has nothing left to issue and nothing blocking.
-    fn all_idle(&self) -> bool {
-        self.hosts.values().all(|h| {
-            let Some((seg, _)) = h.seg.and_then(|i| self.segs.get(&i)) else {
-                return true;
-            };
-            h.gone || h.blocking == 0 && (self.broken || h.cursor >= seg.steps.len())
-        })
-    }
-
-    /// The current world as the nodes report it, if they agree: hosts by rank.
-    fn world(&mut self) -> Option<Vec<HostId>> {
-        let mut by_rank: BTreeMap<u32, HostId> = BTreeMap::new();
-        let mut epochs = BTreeSet::new();
-        let mut sizes = BTreeSet::new();
-        for (&id, h) in &self.hosts {
-            if h.gone || self.c.sim.is_crashed(id) {
-                continue;
-            }
-            let Some(node) = self.c.node(id) else {
-                continue;
-            };
-            if !node.is_ready() {
-                continue;
-            }
-            if h.recovering {
-                return None;
-            }
-            let (Some(rank), Some(size)) = (node.rank(), node.world_size()) else {
-                continue;
-            };
-            if by_rank.insert(rank, id).is_some() {
-                return None;
-            }
-            epochs.insert(node.epoch());
-            sizes.insert(size);
-        }
-        let n = by_rank.len() as u32;
-        let dense = by_rank.keys().copied().eq(0..n);
-        (n > 0 && dense && epochs.len() == 1 && sizes.len() == 1 && sizes.contains(&n))
-            .then(|| by_rank.into_values().collect())
-    }
-
-    /// A fresh segment on the world the nodes agree on (at the start, and after a
-    /// failure cut the last one short).
-    fn start_segment(&mut self) {
-        let Some(world) = self.world() else {
-            return self.violate("no agreed world to start a segment on".into());
-        };
-        self.segs.clear();
-        self.broken = false;
-        for h in self.hosts.values_mut() {
-            h.seg = None;
-            h.rank = None;
-        }
-        let n = world.len() as u32;
-        let index = self.new_segment(n);
-        for (rank, id) in world.iter().enumerate() {
-            self.enter(*id, index, rank as u32);
-        }
-    }
-
-    /// Draw the next segment for a world of `n`; its joiners start now.
-    fn new_segment(&mut self, n: u32) -> u64 {
-        let room = self.sc.max_world.saturating_sub(n);
-        let len = (self.sc.steps - self.steps_started.min(self.sc.steps)).clamp(1, 6);
-        let index = self.segments;
-        let seg = Segment::generate(self.sc.seed, index, n, len, room);
-        self.segments += 1;
-        self.steps_started += seg.steps.len();
-        if let Some(Step::Checkpoint { joiners, .. }) = seg.steps.last() {
-            for _ in 0..*joiners {
-                self.add_worker(true);
-            }
-        }
-        self.note(format!(
-            "segment {index} on {n} ranks: {} steps",
-            seg.steps.len()
-        ));
-        self.segs.insert(index, (seg, self.c.sim.elapsed()));
-        index
-    }
-
-    fn enter(&mut self, id: HostId, index: u64, rank: u32) {
-        let d = self.delay();
-        let now = self.c.sim.elapsed();
-        let h = self.hosts.get_mut(&id).expect("known host");
-        h.seg = Some(index);
-        h.rank = Some(rank);
-        h.cursor = 0;
-        h.comms.clear();
-        h.ready_at = now + d;
-    }
-
-    /// A rank is in a new world after a checkpoint (or a joiner is ready in it): it goes
-    /// on with the next segment at once, as an application would, without waiting for
-    /// the other ranks to finish their checkpoints.
-    fn run_ahead(&mut self, id: HostId) {
-        if self.broken {
-            return;
-        }
-        let Some(node) = self.c.node(id) else { return };
-        let (Some(rank), Some(n)) = (node.rank(), node.world_size()) else {
-            return;
-        };
-        let epoch = node.epoch();
-        let current = self.hosts[&id].seg;
-        let known = self
-            .segs
-            .iter()
-            .find(|(i, (seg, _))| Some(**i) > current && seg.epoch == Some(epoch))
-            .map(|(i, _)| *i);
-        let index = match known {
-            Some(i) => i,
-            None if self.steps_started < self.sc.steps && self.segments < MAX_SEGMENTS => {
-                let i = self.new_segment(n);
-                if let Some((seg, _)) = self.segs.get_mut(&i) {
-                    seg.epoch = Some(epoch);
-                }
-                i
-            }
-            None => return,
-        };
-        if self.segs[&index].0.n != n {
-            return self.violate(format!(
-                "{id} is rank {rank} of {n} in epoch {epoch}, another rank saw {} ranks",
-                self.segs[&index].0.n
-            ));
-        }
-        self.enter(id, index, rank);
-    }
-
-    /// How late a rank starts its next step: mostly not at all.
-    fn delay(&mut self) -> Duration {
-        match self.delays.below(20) {
-            0..=15 => Duration::ZERO,
-            16..=18 => Duration::from_micros(self.delays.below(50_000)),
-            _ => Duration::from_millis(self.delays.below(1000)),
-        }
-    }
-
-    fn advance_programs(&mut self) {
-        if self.broken {
-            return;
-        }
-        let now = self.c.sim.elapsed();
-        let ids: Vec<HostId> = self.hosts.keys().copied().collect();
-        for id in ids {
-            loop {
-                let h = &self.hosts[&id];
-                let (Some(index), Some(rank)) = (h.seg, h.rank) else {
-                    break;
-                };
-                let Some((seg, _)) = self.segs.get(&index) else {
-                    break;
-                };
-                if h.gone || h.blocking > 0 || h.ready_at > now || h.cursor >= seg.steps.len() {
-                    break;
-                }
-                let i = h.cursor;
-                let step = seg.steps[i].clone();
-                let split = match &step {
-                    Step::Coll {
-                        comm: Some((s, _)), ..
-                    } => seg.steps.get(*s).cloned(),
-                    _ => None,
-                };
-                let n = seg.n;
-                self.hosts.get_mut(&id).expect("known").cursor += 1;
-                self.issue(id, rank, n, i, &step, split.as_ref());
-                if self.broken || self.violation.is_some() {
-                    break;
-                }
-                let d = self.delay();
-                self.hosts.get_mut(&id).expect("known").ready_at = now + d;
-            }
-        }
-    }
-
-    fn issue(
-        &mut self,
-        id: HostId,
-        rank: u32,
-        n: u32,
-        i: usize,
-        step: &Step,
-        split: Option<&Step>,
-    ) {
-        match step {
-            Step::Coll { comm, case, wait } => {
-                let (comm_id, crank, size) = match comm {
-                    None => (CommId::WORLD, rank, n),
-                    Some((s, color)) => {
-                        let Some(Step::Split { colors, keys }) = split else {
-                            return;
-                        };
-                        let g = group(colors, keys, *color);
-                        let Some(pos) = g.iter().position(|r| *r == rank) else {
-                            return;
-                        };
-                        let Some(cid) = self.hosts[&id].comms.get(&(*s, *color)).copied() else {
-                            return self.violate(format!("{id}: no communicator from split {s}"));
-                        };
-                        (cid, pos as u32, g.len() as u32)
-                    }
-                };
-                let input = buffer(case.dtype, &case.input(crank, size));
-                let cmd = Command::Collective {
-                    comm: comm_id,
-                    kind: case.kind,
-                    op: case.op,
-                    root: case.root,
-                    count: case.count,
-                    input,
-                };
-                let expect = Expect::Coll {
-                    case: case.clone(),
-                    rank: crank,
-                    size,
-                };
-                self.command(id, cmd, expect, *wait);
-            }
-            Step::P2p { msgs } => {
-                let recv_first = (rank as usize + i).is_multiple_of(2);
-                let sends = msgs.iter().filter(|m| m.from == rank).map(|m| {
-                    (
-                        Command::Send {
-                            to: m.to,
-                            tag: m.tag,
-                            data: m.payload(),
-                        },
-                        Expect::Sent,
-                    )
-                });
-                let recvs = msgs.iter().filter(|m| m.to == rank).map(|m| {
-                    (
-                        Command::Recv {
-                            from: m.from,
-                            tag: m.tag,
-                        },
-                        Expect::Recv {
-                            from: m.from,
-                            tag: m.tag,
-                            data: m.payload(),
-                        },
-                    )
-                });
-                let all: Vec<_> = if recv_first {
-                    recvs.chain(sends).collect()
-                } else {
-                    sends.chain(recvs).collect()
-                };
-                for (cmd, expect) in all {
-                    self.command(id, cmd, expect, true);
-                }
-            }
-            Step::Rpc { calls } => {
-                for call in calls.iter().filter(|c| c.from == rank) {
-                    self.stalls.insert(call.payload.clone(), call.stall);
-                    let cmd = Command::Rpc {
-                        to: call.to,
-                        fn_id: call.fn_id,
-                        payload: call.payload.clone(),
-                        timeout: call.timeout,
-                    };
-                    let expect = Expect::Rpc {
-                        fn_id: call.fn_id,
-                        payload: call.payload.clone(),
-                        timeout: call.timeout,
-                        stall: call.stall,
-                    };
-                    self.command(id, cmd, expect, true);
-                }
-            }
-            Step::Split { colors, keys } => {
-                let color = colors[rank as usize];
-                let want = color.map(|c| {
-                    let g = group(colors, keys, c);
-                    let pos = g.iter().position(|r| *r == rank).unwrap_or(0);
-                    (pos as u32, g.len() as u32)
-                });
-                let cmd = Command::Split {
-                    comm: CommId::WORLD,
-                    color,
-                    key: keys[rank as usize],
-                };
-                self.command(id, cmd, Expect::Split { want }, true);
-            }
-            Step::Checkpoint { leavers, .. } => {
-                if !self.checkpoint_seen {
-                    self.checkpoint_seen = true;
-                    let now = self.c.sim.elapsed();
-                    for k in 0..self.sc.checkpoint_faults.len() {
-                        let at = now + self.sc.checkpoint_faults[k].0;
-                        self.wake(at, Wake::CheckpointFault(k));
-                    }
-                }
-                let leave = leavers.contains(&rank);
-                let cmd = if leave {
-                    Command::Leave
-                } else {
-                    Command::Checkpoint
-                };
-                self.command(id, cmd, Expect::Checkpoint { leave }, true);
-            }
-        }
-    }
-
-    fn command(&mut self, id: HostId, cmd: Command, expect: Expect, blocking: bool) {
-        let label = expect.label();
-        if self.verbose {
-            self.note(format!("{id} issues {cmd:?}").chars().take(200).collect());
-        }
-        match self.c.command(id, cmd) {
-            Ok(op) => {
-                if self.verbose {
-                    self.note(format!("{id} -> {op:?}"));
-                }
-                self.ops += 1;
-                let segment = self.hosts[&id].seg.unwrap_or(u64::MAX);
-                self.pending.insert(
-                    (id, op),
-                    Pending {
-                        expect,
-                        blocking,
-                        issued: self.c.sim.elapsed(),
-                        segment,
-                    },
-                );
-                if blocking {
-                    self.hosts.get_mut(&id).expect("known").blocking += 1;
-                }
-            }
-            Err(e) => {
-                match e {
-                    CommandError::Aborted { .. } => self.aborted = true,
-                    CommandError::Recovering => {
-                        self.hosts.get_mut(&id).expect("known").recovering = true
-                    }
-                    _ => {}
-                }
-                self.refused(id, label, e)
-            }
-        }
-    }
-
-    fn refused(&mut self, id: HostId, label: &str, e: CommandError) {
-        let excused = self.harm
-            && matches!(
-                e,
-                CommandError::Recovering
-                    | CommandError::Aborted { .. }
-                    | CommandError::NotMember
-                    | CommandError::PeerUnavailable { .. }
-                    | CommandError::UnknownCommunicator { .. }
-                    | CommandError::UnknownRank { .. }
-                    | CommandError::Backpressure { .. }
-            );
-        self.note(format!("{id} {label} refused: {e}"));
-        if excused {
-            self.broken = true;
-        } else {
-            self.violate(format!("{id}: {label} refused without cause: {e}"));
-        }
-    }
-
-    fn drain_events(&mut self) {
-        let ids: Vec<HostId> = self.c.sim.host_ids().collect();
-        for id in ids {
-            while let Some(e) = self.c.poll_event(id) {
-                self.on_event(id, e);
-            }
-        }
-    }
-
-    fn on_event(&mut self, id: HostId, e: Event) {
-        match e {
-            Event::Ready { .. } if self.hosts.get(&id).is_some_and(|h| h.joiner) => {
-                self.run_ahead(id)
-            }
-            Event::Completed { op, outcome } => {
-                if self.verbose {
-                    let text = format!("{id} {op:?} completed {outcome:?}");
-                    self.note(text.chars().take(200).collect());
-                }
-                let Some(p) = self.pending.remove(&(id, op)) else {
-                    return; // answers to stalled RPCs, recoveries of past segments
-                };
-                if p.blocking {
-                    if let Some(h) = self.hosts.get_mut(&id) {
-                        h.blocking = h.blocking.saturating_sub(1);
-                    }
-                }
-                match p.expect.judge(&outcome) {
-                    Ok(true) => {
-                        if let (
-                            Expect::Split { .. },
-                            Ok(nexar_proto::Outcome::Split {
-                                comm: Some((cid, _, _)),
-                            }),
-                        ) = (&p.expect, &outcome)
-                        {
-                            self.remember_comm(id, p.segment, *cid);
-                        }
-                        match p.expect {
-                            Expect::Checkpoint { leave: true } => {
-                                self.hosts.get_mut(&id).expect("known").gone = true;
-                            }
-                            Expect::Checkpoint { leave: false } => self.run_ahead(id),
-                            _ => {}
-                        }
-                    }
-                    Ok(false) => {
-                        let err = outcome.err().map(|e| e.to_string()).unwrap_or_default();
-                        self.note(format!("{id} {} failed: {err}", p.expect.label()));
-                        if self.harm {
-                            self.broken = true;
-                        } else {
-                            self.violate(format!(
-                                "{id}: {} failed with no fault to explain it: {err}",
-                                p.expect.label()
-                            ));
-                        }
-                    }
-                    Err(wrong) => self.violate(format!("{id}: wrong result: {wrong}")),
-                }
-            }
-            Event::RpcRequest {
-                request,
-                fn_id,
-                payload,
-                ..
-            } => self.on_rpc(id, request, fn_id, payload),
-            Event::PeerDown { rank, reason } => {
-                self.note(format!("{id} peer {rank} down ({reason:?})"));
-                self.suffer(id, "PeerDown");
-                if self.sc.policy == RecoveryPolicy::Abort {
-                    self.aborted = true;
-                }
-                let manual = self.sc.policy == RecoveryPolicy::Manual;
-                let h = self.hosts.get_mut(&id).expect("known");
-                if self.sc.policy != RecoveryPolicy::Abort {
-                    h.recovering = true;
-                }
-                if manual && !h.asked && !h.gone {
-                    h.asked = true;
-                    self.command(id, Command::Recover, Expect::Recover, false);
-                }
-            }
-            Event::EpochChanged { epoch, dead, .. } => {
-                self.note(format!("{id} epoch {epoch} dead {dead:?}"));
-                if !dead.is_empty() {
-                    self.suffer(id, "EpochChanged after a failure");
-                }
-                if let Some(h) = self.hosts.get_mut(&id) {
-                    h.recovering = false;
-                    h.asked = false;
-                }
-            }
-            // A joiner that missed its checkpoint waits in the queue until its formation
-            // deadline: typed, and nobody else's business.
-            Event::JoinFailed { .. } if self.hosts.get(&id).is_some_and(|h| h.joiner) => {
-                self.note(format!("{id} out: {e:?}"));
-                if let Some(h) = self.hosts.get_mut(&id) {
-                    h.gone = true;
-                }
-            }
-            Event::Evicted { .. } | Event::RecoveryFailed { .. } | Event::JoinFailed { .. } => {
-                self.note(format!("{id} out: {e:?}"));
-                self.suffer(id, "left the cluster");
-                if let Some(h) = self.hosts.get_mut(&id) {
-                    h.gone = true;
-                }
-            }
-            Event::SeedStateChanged { .. } => {
-                if let Some(snap) = self.c.node(id).and_then(Node::seed_snapshot) {
-                    self.snapshot = Some(snap);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Something failed: fine after a harmful fault, a violation otherwise.
-    fn suffer(&mut self, id: HostId, what: &str) {
-        self.broken = true;
-        if !self.harm {
-            self.violate(format!("{id}: {what} with no fault to explain it"));
-        }
-    }
-
-    fn remember_comm(&mut self, id: HostId, segment: u64, cid: CommId) {
-        if self.hosts[&id].seg != Some(segment) {
-            return;
-        }
-        let Some((seg, _)) = self.segs.get(&segment) else {
-            return;
-        };
-        let Some(rank) = self.hosts[&id].rank else {
-            return;
-        };
-        // The split step this rank issued most recently.
-        let h = &self.hosts[&id];
-        let found = seg.steps[..h.cursor]
-            .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(i, s)| match s {
-                Step::Split { colors, .. } => Some((i, colors[rank as usize])),
-                _ => None,
-            });
-        if let Some((i, Some(color))) = found {
-            self.hosts
-                .get_mut(&id)
-                .expect("known")
-                .comms
-                .insert((i, color), cid);
-        }
-    }
-
-    fn on_rpc(&mut self, id: HostId, request: RpcRequestId, fn_id: u32, payload: Bytes) {
-        if self.verbose {
-            self.note(format!(
-                "{id} rpc request {request:?} fn {fn_id} {} B",
-                payload.len()
-            ));
-        }
-        match fn_id {
-            FN_ECHO => self.respond(id, request, RpcStatus::Ok, echo(&payload), false),
-            FN_FAIL => {
-                let detail = fail_detail(&payload);
-                self.respond(id, request, RpcStatus::HandlerError, detail, false)
-            }
-            FN_STALL => {
-                let stall = self.stalls.get(&payload).copied().unwrap_or_default();
-                self.answer_seq += 1;
-                let key = self.answer_seq;
-                self.hosts
-                    .get_mut(&id)
-                    .expect("known")
-                    .stalled
-                    .insert(key, (request, payload));
-                let at = self.c.sim.elapsed() + stall;
-                self.wake(at, Wake::Answer(id, key));
-            }
-            other => self.violate(format!("{id}: request for unregistered fn {other}")),
-        }
-    }
-
-    /// Answer a request; `late`: after a stall, when an epoch change may have withdrawn
-    /// the request (the caller's call failed with it), which is no fault.
-    fn respond(
-        &mut self,
-        id: HostId,
-        request: RpcRequestId,
-        status: RpcStatus,
-        payload: Bytes,
-        late: bool,
-    ) {
-        if self.hosts.get(&id).is_none_or(|h| h.gone) || self.c.sim.is_crashed(id) {
-            return;
-        }
-        let cmd = Command::RpcRespond {
-            request,
-            status,
-            payload,
-        };
-        match self.c.command(id, cmd) {
-            Ok(op) => {
-                self.pending.insert(
-                    (id, op),
-                    Pending {
-                        expect: Expect::Sent,
-                        blocking: false,
-                        issued: self.c.sim.elapsed(),
-                        segment: u64::MAX,
-                    },
-                );
-            }
-            // The caller went away (lost, or the epoch moved on): nothing to answer.
-            Err(CommandError::UnknownRpcRequest { .. }) if self.harm || late => {}
-            Err(e) => self.refused(id, "rpc answer", e),
-        }
-    }
-
-    fn on_wake(&mut self, wake: Wake) {
-        match wake {
-            Wake::Fault(i) => {
-                let plan = self.sc.faults[i].1.clone();
-                self.apply_fault(plan);
-            }
-            Wake::CheckpointFault(i) => {
-                let plan = self.sc.checkpoint_faults[i].1.clone();
-                self.apply_fault(plan);
-            }
-            Wake::Restore(a, b) => {
-                let link = self.sc.link;
-                self.c.sim.set_link_both(a, b, link);
-            }
-            Wake::Heal(a, b) => self.c.sim.heal(a, b),
-            Wake::SeedBack => self.restart_seed(),
-            Wake::Answer(id, key) => {
-                if let Some((request, payload)) =
-                    self.hosts.get_mut(&id).and_then(|h| h.stalled.remove(&key))
-                {
-                    self.respond(id, request, RpcStatus::Ok, echo(&payload), true);
-                }
-            }
-        }
-    }
-
-    fn apply_fault(&mut self, plan: FaultPlan) {
-        let now = self.c.sim.elapsed();
-        let host = |i: usize| HostId(i);
-        if !plan.benign(self.sc.heartbeat_timeout) {
-            self.harm = true;
-        }
-        self.note(format!("fault {plan:?}"));
-        let end = match plan {
-            FaultPlan::LossBurst { a, b, loss, len } => {
-                let mut l = self.sc.link;
-                l.loss = nexar_proto::sim::LossModel::Bernoulli(loss);
-                self.c.sim.set_link_both(host(a), host(b), l);
-                self.wake(now + len, Wake::Restore(host(a), host(b)));
-                now + len
-            }
-            FaultPlan::Partition { a, b, oneway, len } => {
-                if oneway {
-                    self.c.sim.partition_oneway(host(a), host(b));
-                } else {
-                    self.c.sim.partition(host(a), host(b));
-                }
-                self.wake(now + len, Wake::Heal(host(a), host(b)));
-                now + len
-            }
-            FaultPlan::Pause { host: h, len } => {
-                if !self.c.sim.is_crashed(host(h)) {
-                    self.c.sim.pause(host(h), len);
-                }
-                now + len
-            }
-            FaultPlan::Crash { host: h, replace } => {
-                if !self.c.sim.is_crashed(host(h)) {
-                    self.c.sim.crash(host(h));
-                    if let Some(x) = self.hosts.get_mut(&host(h)) {
-                        x.gone = true;
-                    }
-                    // What it had in flight is gone with it.
-                    self.pending.retain(|(id, _), _| *id != host(h));
-                    if replace {
-                        self.add_worker(true);
-                    }
-                }
-                now
-            }
-            FaultPlan::SeedRestart { down } => {
-                let seed = self.c.seed;
-                if !self.c.sim.is_crashed(seed) {
-                    self.c.sim.crash(seed);
-                    self.wake(now + down, Wake::SeedBack);
-                }
-                now + down
-            }
-        };
-        // Detection and a recovery round may follow the end of a fault.
-        let settle = self.sc.heartbeat_timeout * 2 + self.sc.recovery_timeout * 3;
-        self.last_fault_end = self.last_fault_end.max(end + settle);
-    }
-
-    fn restart_seed(&mut self) {
-        let Some(snap) = self.snapshot.clone() else {
-            return self.violate("the seed never produced a snapshot".into());
-        };
-        let seed = self.c.seed;
-        let addr = self.c.sim.addr(seed);
-        let config = (self.adjust)(ClusterSim::node_config(self.sc.seed ^ 0x5eed, 999, addr));
-        match Node::seed_restore(config, &snap, self.c.sim.now()) {
-            Ok(node) => {
-                self.c.sim.restart(seed, ClusterHost::Node(Box::new(node)));
-                self.note("seed restarted from its snapshot".into());
-            }
-            Err(e) => self.violate(format!("seed_restore refused its own snapshot: {e}")),
-        }
-    }
-
-    /// Per node: spinning, memory held against the configured limits.
-    fn check_nodes(&mut self) {
-        let ids: Vec<HostId> = self.c.sim.host_ids().collect();
-        for id in ids {
-            if self.c.sim.is_crashed(id) {
-                continue;
-            }
-            let Some(node) = self.c.node(id) else {
-                continue;
-            };
-            let s = node.stats();
-            let peers = node.world_size().unwrap_or(1).max(1) as usize;
-            let max_message = node.max_message();
-            let limit = NodeConfig::new([0; 32], 0, self.c.sim.addr(id)).max_unmatched_bytes;
-            if s.max_process_steps > MAX_PROCESS_STEPS {
-                self.violate(format!(
-                    "{id} spun: {} transport events in one input (limit {MAX_PROCESS_STEPS})",
-                    s.max_process_steps
-                ));
-            }
-            if s.unmatched_bytes > (limit + max_message) * peers {
-                self.violate(format!(
-                    "{id} holds {} B of unmatched messages, over {peers} x {limit} B",
-                    s.unmatched_bytes
-                ));
-            }
-            if s.rpc_requests > 64 * peers {
-                self.violate(format!("{id} holds {} RPC requests", s.rpc_requests));
-            }
-        }
-    }
-
-    fn final_checks(&mut self) {
-        if !self.harm && self.steps_started < self.sc.steps && self.segments >= MAX_SEGMENTS {
-            self.violate(format!(
-                "no fault, yet only {} of {} steps ran in {} segments",
-                self.steps_started, self.sc.steps, self.segments
-            ));
-        }
-        let members = self.hosts.iter().any(|(id, h)| {
-            !h.gone && !self.c.sim.is_crashed(*id) && self.c.node(*id).is_some_and(Node::is_ready)
-        });
-        if self.harm && !self.progressed && self.can_progress() && members {
-            self.violate(format!(
-                "no segment ran after the faults ended ({:?}) in {} segments; {}",
-                self.last_fault_end,
-                self.segments,
-                self.world_view()
-            ));
-        }
     }
 }

@@ -6,11 +6,15 @@
 //! collectives in the same order, each at its own pace) and judges every completion
 //! against a sequential reference ([`expect`]). See ARCHITECTURE.md, "The swarm".
 
+mod checks;
 mod driver;
+mod events;
 pub mod expect;
+mod faults;
 pub mod gen;
 pub mod program;
 pub mod speed;
+mod workload;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
