@@ -14,10 +14,11 @@
 //! of unmatched messages, which we stop reading (backpressure), never blocks collectives,
 //! and RPC has its own so that a call never waits behind that paused tagged data.
 
+mod admission;
 mod peer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use quinn_proto::{
 
 use crate::codec::{DecodeError, Limits, Message};
 use crate::Transmit;
+pub(crate) use admission::{AdmissionStats, CLOSE_EVICTED, CLOSE_HANDSHAKE_TIMEOUT};
 pub(crate) use peer::StreamClass;
 use peer::{Peer, PeerOutput};
 
@@ -104,35 +106,12 @@ pub(crate) struct TransportLimits {
     pub retry_above_handshaking: usize,
 }
 
-/// What the admission rules for accepted connections have done (for stats).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct AdmissionStats {
-    /// Accepted connections not yet proven, now.
-    pub unproven: usize,
-    /// Unproven connections closed to make room for a newer one.
-    pub evicted: u64,
-    /// Stateless Retry packets sent instead of accepting.
-    pub retries: u64,
-    /// Accepted connections closed because their handshake did not complete in time.
-    pub handshake_timeouts: u64,
-    /// New connections refused outright (not listening, or no room could be made).
-    pub refused: u64,
-}
-
 /// Most bytes one GSO batch may carry: Linux refuses a UDP GSO send whose total payload
 /// does not fit one IP datagram (65 535 bytes less the IPv6 and UDP headers).
 pub(crate) const MAX_GSO_BYTES: usize = 65_000;
 
 /// Application close code used when a peer violates the framing rules.
 pub(crate) const CLOSE_MALFORMED: u64 = 0x1;
-
-/// Application close code for an unproven connection closed to make room for a newer one
-/// (too many unproven connections, in all or from its address). An honest joiner that
-/// gets it dials again.
-pub(crate) const CLOSE_EVICTED: u64 = 0x6;
-
-/// Application close code for an accepted connection whose handshake took too long.
-pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: u64 = 0x7;
 
 /// Error returned by [`Transport::send`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,61 +209,6 @@ impl Transport {
         }
     }
 
-    /// What the admission rules have done so far.
-    pub(crate) fn admission(&self) -> AdmissionStats {
-        AdmissionStats {
-            unproven: self.peers.values().filter(|p| p.unproven()).count(),
-            ..self.admission
-        }
-    }
-
-    /// Make room for one more unproven connection from `ip`: close the oldest unproven
-    /// connection from `ip` while that address is at its limit, then the oldest of all
-    /// while the total is. Evicting rather than refusing means connections that stall
-    /// (half-open, or TLS done and no Hello) cannot keep a newcomer out: to displace an
-    /// honest joiner an attacker must open `max_unproven_per_ip` connections from its
-    /// address within the few round trips the joiner needs. False if no room can be made.
-    fn make_room(&mut self, now: Instant, ip: IpAddr) -> bool {
-        if self.limits.max_unproven == 0 || self.limits.max_unproven_per_ip == 0 {
-            return false;
-        }
-        loop {
-            let mut total = 0;
-            let mut from_ip = 0;
-            let mut oldest: Option<(Instant, ConnId)> = None;
-            let mut oldest_from_ip: Option<(Instant, ConnId)> = None;
-            for (id, peer) in &self.peers {
-                if !peer.unproven() {
-                    continue;
-                }
-                let key = (peer.accepted_at.unwrap_or(now), *id);
-                total += 1;
-                oldest = oldest.min(Some(key)).or(Some(key));
-                if peer.conn.remote_address().ip() == ip {
-                    from_ip += 1;
-                    oldest_from_ip = oldest_from_ip.min(Some(key)).or(Some(key));
-                }
-            }
-            let victim = if from_ip >= self.limits.max_unproven_per_ip {
-                oldest_from_ip
-            } else if total >= self.limits.max_unproven {
-                oldest
-            } else {
-                return true;
-            };
-            let Some((_, victim)) = victim else {
-                return false;
-            };
-            self.admission.evicted += 1;
-            self.close(
-                now,
-                victim,
-                CLOSE_EVICTED,
-                Bytes::from_static(b"too many unproven connections"),
-            );
-        }
-    }
-
     pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
@@ -303,39 +227,9 @@ impl Transport {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                if self.server_config.is_none() {
-                    self.admission.refused += 1;
-                    let t = self.endpoint.refuse(incoming, &mut buf);
-                    self.responses.push_back((convert(&t), buf));
+                let Some(incoming) = self.admit(now, incoming, &mut buf) else {
                     return;
-                }
-                // Under a handshake flood, make each new source prove it receives at its
-                // address before it costs a slot: a Retry is stateless, so spoofed
-                // Initials cost us one small packet each and hold nothing.
-                let handshaking = self.peers.values().filter(|p| p.handshaking()).count();
-                if !incoming.remote_address_validated()
-                    && handshaking >= self.limits.retry_above_handshaking
-                {
-                    match self.endpoint.retry(incoming, &mut buf) {
-                        Ok(t) => {
-                            self.admission.retries += 1;
-                            self.responses.push_back((convert(&t), buf));
-                        }
-                        // Unvalidated yet already retried: the token did not check out.
-                        Err(e) => {
-                            self.admission.refused += 1;
-                            let t = self.endpoint.refuse(e.into_incoming(), &mut buf);
-                            self.responses.push_back((convert(&t), buf));
-                        }
-                    }
-                    return;
-                }
-                if !self.make_room(now, incoming.remote_address().ip()) {
-                    self.admission.refused += 1;
-                    let t = self.endpoint.refuse(incoming, &mut buf);
-                    self.responses.push_back((convert(&t), buf));
-                    return;
-                }
+                };
                 match self
                     .endpoint
                     .accept(incoming, now, &mut buf, self.server_config.clone())
@@ -376,29 +270,7 @@ impl Transport {
             }
         }
         self.drive();
-        let late: Vec<ConnId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| self.handshake_deadline(p).is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            self.admission.handshake_timeouts += 1;
-            self.close(
-                now,
-                id,
-                CLOSE_HANDSHAKE_TIMEOUT,
-                Bytes::from_static(b"handshake timed out"),
-            );
-        }
-    }
-
-    /// When an accepted connection still handshaking is cut off.
-    fn handshake_deadline(&self, peer: &Peer) -> Option<Instant> {
-        peer.handshaking()
-            .then_some(peer.accepted_at)
-            .flatten()
-            .map(|at| at + self.limits.handshake_timeout)
+        self.close_late_handshakes(now);
     }
 
     /// Dial `remote`. The handshake result arrives as `Connected` or `Lost`.
