@@ -64,3 +64,30 @@ fn seed_1079_a_no_op_agreement_is_not_resent_for_the_next_checkpoint() {
 fn seed_20891_no_past_silence_deadline_while_a_joiner_meshes() {
     passes(20891);
 }
+
+/// Automatic policy, 3 ranks, the seed paused 2.1 s (over `heartbeat_timeout`) while the
+/// ranks asked for a checkpoint. The ranks closed their silent seed connections and
+/// dialled again; the seed woke to those closes and stateless resets before any timer,
+/// judged every member dead on its own lost connections and committed an epoch with no
+/// members, and the ranks' checkpoint waited forever. A seed that finds it was not run
+/// for longer than `heartbeat_timeout` now gives members a grace period to reconnect, as
+/// after a restart.
+#[test]
+fn seed_328_a_seed_that_slept_does_not_evict_everyone() {
+    passes(328);
+}
+
+/// Manual policy, a round at the seed with every member voted and two accusations still
+/// being checked when its deadline came. The deadline had nothing left to do but stayed
+/// the seed's next timeout, in the past: the driver called the seed at the same instant
+/// forever (the simulator's events-per-instant guard caught it).
+#[test]
+fn seed_30149_a_spent_round_deadline_is_no_timeout() {
+    passes(30149);
+}
+
+/// The same spent deadline under another schedule (a one-way partition and a crash).
+#[test]
+fn seed_30272_a_spent_round_deadline_is_no_timeout() {
+    passes(30272);
+}

@@ -124,6 +124,12 @@ impl Coordinator {
         self.members = members;
     }
 
+    /// The open recovery round, if any (for a simulation's report).
+    #[cfg(feature = "sim")]
+    pub(crate) fn round_state(&self) -> Option<&Round> {
+        self.round.as_ref()
+    }
+
     pub(crate) fn members(&self) -> &[Member] {
         &self.members
     }
@@ -219,15 +225,38 @@ impl Coordinator {
         }
     }
 
-    /// A member's connection to the seed ended.
+    /// A member's connection to the seed ended. Within a grace period (after a restart,
+    /// or after the seed itself slept) the member is only away: members redial a seed
+    /// they stopped hearing, and the ones not back when the grace ends are suspected.
     pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId) -> Vec<Action> {
         self.liveness.untrack(conn);
         if self.evicted.remove(&conn) {
             return Vec::new();
         }
         match self.rank_of(conn) {
+            Some(rank) if self.grace.is_some() => {
+                self.members[rank as usize].conn = None;
+                Vec::new()
+            }
             Some(rank) => self.suspect(now, rank),
             None => Vec::new(),
+        }
+    }
+
+    /// The seed's last input was at `last` and this one is at `now`: past
+    /// `heartbeat_timeout`, the seed was not running (see `Node::input_clock`), and the
+    /// silence and broken connections it finds now are its own doing. Every member gets
+    /// a fresh window, and a grace period to reconnect, as after a restart.
+    pub(crate) fn woke(&mut self, last: Instant, now: Instant) {
+        if self.members.is_empty() || now.saturating_duration_since(last) <= self.heartbeat_timeout
+        {
+            return;
+        }
+        self.liveness.refresh(now);
+        let until = now + self.recovery_timeout + self.heartbeat_timeout;
+        self.grace = Some(self.grace.map_or(until, |g| g.max(until)));
+        if let Some(deadline) = self.round.as_mut().and_then(|r| r.deadline.as_mut()) {
+            *deadline = (*deadline).max(now + self.recovery_timeout);
         }
     }
 
@@ -255,10 +284,19 @@ impl Coordinator {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let world = self.members.len() as u32;
+        // The round's deadline counts the silent dead; once nobody is silent (all voted,
+        // or the deadline came and killed them) it has nothing left to do, and a past
+        // deadline still returned here would have the driver call back at once, forever.
+        let deadline = self
+            .round
+            .as_ref()
+            .filter(|r| !r.silent(world).is_empty())
+            .and_then(|r| r.deadline);
         self.liveness
             .poll_timeout(true)
             .into_iter()
-            .chain(self.round.as_ref().and_then(|r| r.deadline))
+            .chain(deadline)
             .chain(self.round.as_ref().and_then(Round::next_probe))
             .chain(self.grace)
             .min()

@@ -55,6 +55,25 @@ pub(crate) struct SeedState {
     pub(super) last_agreed: Option<Message>,
 }
 
+impl SeedState {
+    /// Where the seed's membership stands, for a failing simulation's report.
+    #[cfg(feature = "sim")]
+    pub(crate) fn describe(&self) -> String {
+        let c = &self.coord;
+        let conns: Vec<bool> = c.members().iter().map(|m| m.conn.is_some()).collect();
+        format!(
+            "seed: formed {}, epoch {}, members connected {conns:?}, round {:?}, \
+             requested {:?}, leaving {:?}, pending joins {}",
+            self.formed,
+            c.epoch(),
+            c.round_state(),
+            c.requested,
+            c.leaving,
+            c.pending.len(),
+        )
+    }
+}
+
 impl std::fmt::Debug for SeedState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SeedState")

@@ -365,7 +365,7 @@ impl Node {
         ecn: Option<u8>,
         data: BytesMut,
     ) {
-        let now = self.clock(now);
+        let now = self.input_clock(now);
         self.transport.handle_datagram(now, from, ecn, data);
         self.process(now);
     }
@@ -373,7 +373,7 @@ impl Node {
     /// The deadline from `poll_timeout` passed; pass the clock reading, not the deadline.
     /// Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock(now);
+        let now = self.input_clock(now);
         self.transport.handle_timeout(now);
         let actions = match &mut self.role {
             Role::Seed { state, .. } => state.handle_timeout(now),
@@ -446,6 +446,20 @@ impl Node {
     }
 
     // ---- internals -----------------------------------------------------------------
+
+    /// The clock for a network input or a timer. A node that is run at all hears a timer
+    /// at least every heartbeat interval once formed, so a longer gap since the last
+    /// input means this process was stopped (a pause, swapping, a debugger): the seed
+    /// then gives its members time to come back before it judges anyone by what it
+    /// could not hear. Workers' liveness handles its own sleep (see `Liveness`).
+    fn input_clock(&mut self, now: Instant) -> Instant {
+        let last = self.now;
+        let now = self.clock(now);
+        if let Role::Seed { state, .. } = &mut self.role {
+            state.coord.woke(last, now);
+        }
+        now
+    }
 
     fn clock(&mut self, now: Instant) -> Instant {
         self.now = self.now.max(now);
