@@ -91,3 +91,47 @@ fn seed_30149_a_spent_round_deadline_is_no_timeout() {
 fn seed_30272_a_spent_round_deadline_is_no_timeout() {
     passes(30272);
 }
+
+/// Automatic policy, a joiner admitted at a checkpoint, still meshing when a member that
+/// had finished the checkpoint called it by RPC. The request reached the application,
+/// whose answer was refused (`NotReady`): the caller would have waited for ever. A node
+/// with a rank may answer as soon as it has one.
+#[test]
+fn seed_20445_a_joiner_still_meshing_answers_an_rpc() {
+    passes(20445);
+}
+
+/// Abort policy, the seed paused 3 s while a rank called `leave()`. The agreement that
+/// let it go was sent on the connection the rank had just closed as silent; the rank
+/// dialled again naming its old rank and was queued as a new joiner, admitted at the next
+/// checkpoint, and the others waited for it to mesh. A member that left at the last
+/// checkpoint is now sent that agreement again.
+#[test]
+fn seed_843_a_leaver_that_missed_its_agreement_is_told_again() {
+    passes(843);
+}
+
+/// Abort policy, 9 ranks: a rank aborted holding an RPC request the application could no
+/// longer answer, and its caller, which had seen no failure, waited for ever. An aborted
+/// rank now answers what it holds with `ShuttingDown`.
+#[test]
+fn seed_20800_an_aborted_rank_refuses_the_calls_it_holds() {
+    passes(20800);
+}
+
+/// Abort policy, 7 ranks, a partition between two of them: both aborted, and a third
+/// rank's receive from one of them, with no timeout, waited for ever. An aborting rank
+/// now closes its links saying why, and its peers abort too, naming the same rank.
+#[test]
+fn seed_22029_an_abort_reaches_every_rank() {
+    passes(22029);
+}
+
+/// Automatic policy: a joiner admitted while a member was cut off from the seed was
+/// still meshing (waiting for that member) when the member was voted dead. The dead
+/// rank's link was dropped but the joiner never checked its mesh again, so it never
+/// became ready. An epoch change now settles the mesh.
+#[test]
+fn seed_21334_a_joiner_waiting_only_for_the_dead_becomes_ready() {
+    passes(21334);
+}

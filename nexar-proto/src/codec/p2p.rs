@@ -102,7 +102,8 @@ code_enum! {
         BadRequest = 3,
         /// The receiver refused the call for lack of capacity; retrying later may work.
         Overloaded = 4,
-        /// The receiver is shutting down.
+        /// The receiver no longer serves calls: it is shutting down, or its cluster
+        /// aborted after a failure (the abort policy).
         ShuttingDown = 5,
     }
 }

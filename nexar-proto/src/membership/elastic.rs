@@ -88,6 +88,28 @@ impl SeedState {
         self.coord.returning(key, Some(entry.new_rank))
     }
 
+    /// A member that left at the last checkpoint dials again, naming its old rank: its
+    /// seed connection broke before the agreement reached it, so it still waits for its
+    /// `leave()`. It gets the agreement, which tells it it left. Queued as a joiner
+    /// instead, it would be admitted at the next checkpoint and never come, and the
+    /// others would wait for it.
+    pub(super) fn left_again(
+        &mut self,
+        conn: ConnId,
+        key: &[u8; 32],
+        old: Option<u32>,
+    ) -> Option<Vec<Action>> {
+        let Some(Message::CheckpointAgreed(a)) = &self.last_agreed else {
+            return None;
+        };
+        if a.new_epoch != self.coord.epoch() || self.last_leavers.get(&old?) != Some(key) {
+            return None;
+        }
+        let msg = Message::CheckpointAgreed(a.clone());
+        self.take_joiner(conn);
+        Some(vec![Action::Send { conn, msg }])
+    }
+
     /// Apply the checkpoint if every member asked for it.
     pub(super) fn try_checkpoint(&mut self, now: Instant) -> Vec<Action> {
         if !self.coord.checkpoint_due() {
@@ -165,6 +187,10 @@ impl SeedState {
             leavers: leaving.iter().copied().collect(),
         });
         self.last_agreed = Some(agreed.clone());
+        self.last_leavers = leaving
+            .iter()
+            .filter_map(|&r| Some((r, members.get(r as usize)?.key_sha256)))
+            .collect();
         let mut actions: Vec<Action> = members
             .iter()
             .filter_map(|m| m.conn)

@@ -32,6 +32,11 @@ pub(crate) const CLOSE_REJECT_BASE: u64 = 0x100;
 /// loss as the departure the agreement announced, not as a failure.
 pub(crate) const CLOSE_LEFT: u64 = 0x5;
 
+/// Application close code of a rank that aborted (the abort policy) because another rank
+/// was lost; the reason bytes hold that rank (u32, little-endian). Its peers abort too,
+/// naming the same rank.
+pub(crate) const CLOSE_ABORTED: u64 = 0x8;
+
 /// What a membership state machine asks the node to do.
 #[derive(Debug)]
 pub(crate) enum Action {

@@ -53,6 +53,9 @@ pub(crate) struct SeedState {
     just_proven: Option<ConnId>,
     /// The last checkpoint agreement, for members that ask again for its epoch.
     pub(super) last_agreed: Option<Message>,
+    /// The keys of the members that left at the last checkpoint, by their old rank: one
+    /// that missed the agreement dials again and is told it left (see `left_again`).
+    pub(super) last_leavers: BTreeMap<u32, [u8; 32]>,
 }
 
 impl SeedState {
@@ -109,6 +112,7 @@ impl SeedState {
             origin: None,
             just_proven: None,
             last_agreed: None,
+            last_leavers: BTreeMap::new(),
         }
     }
 
@@ -214,6 +218,9 @@ impl SeedState {
             if let Some(rank) = rank {
                 self.joiners.remove(&conn);
                 return self.coord.reattach(now, rank, conn);
+            }
+            if let Some(actions) = self.left_again(conn, &key, hello.requested_rank) {
+                return actions;
             }
             // Ranks are assigned at the checkpoint; a requested one cannot be honoured.
             if self.ca.sign_request(&hello.csr_der, 0, 0).is_err() {

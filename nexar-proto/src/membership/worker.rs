@@ -411,6 +411,12 @@ impl WorkerState {
         m.epoch = new_epoch;
     }
 
+    /// After an epoch change while still meshing: the links to ranks that are gone no
+    /// longer count, so the mesh may be complete now.
+    pub(crate) fn mesh_settled(&mut self) -> Vec<Action> {
+        self.check_ready()
+    }
+
     /// Members who join at a checkpoint: (rank, member id, address). They have the ranks
     /// after ours and dial us; we await them.
     pub(crate) fn add_joiners(&mut self, joiners: &[(u32, u32, SocketAddr)]) {

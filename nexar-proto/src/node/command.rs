@@ -136,7 +136,7 @@ impl Node {
             Err(CommandError::Recovering) if membership => false,
             other => other?,
         };
-        self.ready_membership()?;
+        self.membership_for(&command)?;
         let op = self.op();
         let result = if matches!(command, Command::Recover) {
             self.recover(now, op)
@@ -155,6 +155,16 @@ impl Node {
         result.map(|()| op)
     }
 
+    /// The membership `command` runs on. Work needs a ready node (its mesh complete); an
+    /// answer only needs a rank: a joiner still meshing can be asked already (by a peer
+    /// whose link to it is up), and it must be able to answer on that link.
+    fn membership_for(&self, command: &Command) -> Result<(u32, u32, u64), CommandError> {
+        match command {
+            Command::RpcRespond { .. } => self.membership_now().ok_or(CommandError::NotReady),
+            _ => self.ready_membership(),
+        }
+    }
+
     /// Run a command under the id `op` on the current membership.
     pub(super) fn start(
         &mut self,
@@ -162,7 +172,7 @@ impl Node {
         op: OpId,
         command: Command,
     ) -> Result<(), CommandError> {
-        let (me, world, epoch) = self.ready_membership()?;
+        let (me, world, epoch) = self.membership_for(&command)?;
         match command {
             Command::Send { to, tag, data } => {
                 check_rank(to, world)?;

@@ -209,9 +209,22 @@ impl Node {
                     crate::transport::LostReason::ClosedByPeer { code, .. }
                         if code == crate::membership::CLOSE_LEFT
                 );
+                let aborted = match &reason {
+                    crate::transport::LostReason::ClosedByPeer { code, reason }
+                        if *code == crate::membership::CLOSE_ABORTED =>
+                    {
+                        <[u8; 4]>::try_from(reason.as_ref())
+                            .ok()
+                            .map(u32::from_le_bytes)
+                    }
+                    _ => None,
+                };
                 match lost_rank {
                     // It left at a checkpoint whose agreement is on its way to us.
                     Some(_) if left => {}
+                    Some(rank) if aborted.is_some() => {
+                        self.relayed_abort(now, rank, aborted.unwrap_or(rank))
+                    }
                     Some(rank) => {
                         self.peer_down(now, rank, crate::event::DownReason::ConnectionLost)
                     }

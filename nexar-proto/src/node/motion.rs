@@ -364,7 +364,7 @@ impl Node {
         self.events.push_back(Event::PeerDown { rank, reason });
         match self.motion.state {
             State::Normal => match self.motion.policy {
-                RecoveryPolicy::Abort => self.abort(rank),
+                RecoveryPolicy::Abort => self.abort(now, rank),
                 RecoveryPolicy::Automatic => self.start_recovery(now, Some(rank)),
                 _ => self.fail_waiting_on(rank),
             },
@@ -373,8 +373,46 @@ impl Node {
         }
     }
 
-    fn abort(&mut self, rank: u32) {
+    /// A peer told us it aborted because of `culprit` (see `abort`): under the abort
+    /// policy we stop too, naming the same rank, so that no rank waits for one that will
+    /// never act again. Under the other policies the closed link is a lost peer.
+    pub(super) fn relayed_abort(&mut self, now: Instant, by: u32, culprit: u32) {
+        let world = self.membership_now().map_or(0, |(_, w, _)| w);
+        if self.motion.policy != RecoveryPolicy::Abort || culprit >= world {
+            self.peer_down(now, by, DownReason::ConnectionLost);
+            return;
+        }
+        if !matches!(self.motion.state, State::Normal) {
+            return;
+        }
+        self.motion.suspected.insert(culprit);
+        self.events.push_back(Event::PeerDown {
+            rank: culprit,
+            reason: DownReason::Relayed { by },
+        });
+        self.abort(now, culprit);
+    }
+
+    /// Stop for good because `rank` was lost. Every peer link is closed with
+    /// `CLOSE_ABORTED` naming `rank`: a peer that has not seen the failure would
+    /// otherwise wait on us without end (a receive with no timeout, an answer), and this
+    /// way the whole world aborts, as MPI's default error handler does. The seed link
+    /// stays: the seed decides nothing under this policy.
+    fn abort(&mut self, now: Instant, rank: u32) {
         self.motion.state = State::Aborted { rank };
+        let mesh: Vec<crate::transport::ConnId> = match &self.role {
+            Role::Worker(w) => {
+                let seed = w.seed_conn();
+                w.live_conns()
+                    .into_iter()
+                    .filter(|c| Some(*c) != seed)
+                    .collect()
+            }
+            Role::Seed { .. } => Vec::new(),
+        };
+        // Before `fail_everything` forgets them: the callers are not aborted (they may
+        // not have seen the failure) and must hear that nobody will answer.
+        self.refuse_pending_rpcs();
         // Nothing runs any more, so nothing held will ever be due.
         self.motion.clear_future();
         self.fail_everything(&OpError::PeerLost { rank });
@@ -384,6 +422,16 @@ impl Node {
         for (op, _) in std::mem::take(&mut self.motion.held) {
             self.complete(op, Err(OpError::PeerLost { rank }));
         }
+        let reason = bytes::Bytes::copy_from_slice(&rank.to_le_bytes());
+        for conn in mesh {
+            self.transport
+                .close(now, conn, crate::membership::CLOSE_ABORTED, reason.clone());
+        }
+    }
+
+    /// Whether the node still serves RPC requests: not once its cluster aborted.
+    pub(super) fn serving(&self) -> bool {
+        !matches!(self.motion.state, State::Aborted { .. })
     }
 
     fn start_recovery(&mut self, now: Instant, blamed: Option<u32>) {
@@ -444,7 +492,7 @@ impl Node {
         match (self.motion.state, self.motion.policy) {
             (State::Normal, RecoveryPolicy::Abort) => {
                 if let Some(rank) = blamed {
-                    self.abort(rank);
+                    self.abort(now, rank);
                 }
             }
             (State::Normal, _) => self.start_recovery(now, blamed),
@@ -494,7 +542,18 @@ impl Node {
             left: Vec::new(),
             joined: Vec::new(),
         });
+        self.settle_mesh(now);
         self.finish_change(now);
+    }
+
+    /// A joiner still meshing when the epoch changed may have been waiting only for links
+    /// to ranks now gone: it is ready then.
+    pub(super) fn settle_mesh(&mut self, now: Instant) {
+        let actions = match &mut self.role {
+            Role::Worker(w) => w.mesh_settled(),
+            Role::Seed { .. } => Vec::new(),
+        };
+        self.apply(now, actions);
     }
 
     /// Rebuild the per-epoch layers for the membership the worker now holds; `map` takes
