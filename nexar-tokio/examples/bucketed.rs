@@ -13,7 +13,9 @@ fn sizes() -> Vec<usize> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..200)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let u = (x >> 11) as f64 / (1u64 << 53) as f64;
             ((1024.0 * 4096f64.powf(u)) as usize / 4).max(1)
         })
@@ -69,8 +71,10 @@ async fn main() -> Result<(), NexarError> {
                 for way in ["bucketed", "per-tensor", "per-tensor-awaited"] {
                     let mut times = Vec::new();
                     for _ in 0..reps + 1 {
-                        let mut grads: Vec<Vec<f32>> =
-                            sizes.iter().map(|&s| vec![c.rank() as f32 + 1.0; s]).collect();
+                        let mut grads: Vec<Vec<f32>> = sizes
+                            .iter()
+                            .map(|&s| vec![c.rank() as f32 + 1.0; s])
+                            .collect();
                         c.barrier().await?;
                         times.push(step(&c, way, &mut grads).await?);
                         let want = n * (n + 1.0) / 2.0;

@@ -90,7 +90,11 @@ macro_rules! fake_device_impl {
             fn len(&self, t: &Handle) -> usize {
                 self.mem.get(t.slot).map_or(0, Vec::len)
             }
-            fn to_host(&mut self, t: &Handle, host: &mut [f32]) -> Result<(), $krate::DeviceError> {
+            fn copy_to_host(
+                &mut self,
+                t: &Handle,
+                host: &mut [f32],
+            ) -> Result<(), $krate::DeviceError> {
                 self.check(t, host.len()).map_err($krate::DeviceError)?;
                 if self.fail_to_host {
                     return Err($krate::DeviceError("injected failure".into()));
@@ -101,7 +105,7 @@ macro_rules! fake_device_impl {
                 self.busy = false;
                 Ok(())
             }
-            fn from_host(
+            fn copy_from_host(
                 &mut self,
                 host: &[f32],
                 t: &mut Handle,

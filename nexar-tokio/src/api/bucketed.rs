@@ -121,7 +121,7 @@ impl BucketedAllReduce<'_> {
         buffer.resize(at + len);
         let staged = match T::slice_mut(buffer) {
             Some(s) => device
-                .to_host(tensor, &mut s[at..])
+                .copy_to_host(tensor, &mut s[at..])
                 .map_err(NexarError::from),
             None => Err(NexarError::Internal("bucket of another dtype".into())),
         };
@@ -237,7 +237,7 @@ impl Reduced {
     ) -> Result<(), NexarError> {
         let src = self.get::<T>(index)?;
         check_len("bucketed output", device.len(tensor), src.len())?;
-        device.from_host(src, tensor)?;
+        device.copy_from_host(src, tensor)?;
         Ok(())
     }
 }

@@ -8,33 +8,6 @@
 //! [`BucketedAllReduce::push_device`](super::BucketedAllReduce::push_device),
 //! [`Reduced::copy_to_device`](super::Reduced::copy_to_device)). [`HostMemory`] is the
 //! implementation for plain slices, and what the slice forms of the collectives amount to.
-//!
-//! # The contract
-//!
-//! - **Who calls, on which thread.** Every method is called by nexar on the task (hence
-//!   the thread, under a single-threaded executor) that called the `*_device` method, and
-//!   only from within that call: never from the driver task, never concurrently, never
-//!   after the call returns. `to_host` runs before the collective is issued; `from_host`
-//!   after it completed, and only if it succeeded.
-//! - **Who owns what, when.** `to_host` borrows the device tensor shared and writes into a
-//!   host slice nexar owns, of exactly `len(tensor)` elements; when it returns, the copy
-//!   must be complete (synchronise the device stream inside it: nexar reads the slice
-//!   right after, and moves it to the driver). From then until `from_host`, nexar owns the
-//!   host data and the integration must not assume anything about it; the device tensor
-//!   stays the integration's and nexar does not touch it. `from_host` borrows the device
-//!   tensor mutably and a host slice of exactly `len(tensor)` elements holding the result;
-//!   the slice is valid only during the call, so the copy must have completed (or been
-//!   given its own copy) when it returns.
-//! - **When the data may be read.** The device tensor holds the result once the
-//!   `*_device` call has returned `Ok`. If it returns an error, the collective failed or
-//!   staging failed: the device tensor is unchanged if `from_host` was never called.
-//! - **Failures.** A method returning [`DeviceError`] fails the nexar call with
-//!   [`NexarError::Device`]. A `to_host` failure happens before anything is sent, except
-//!   in a bucketed all-reduce, where the tensor's place is sent as zeros so that every
-//!   rank's buckets still pair up (see `push_device`).
-//!
-//! Reducing in place on the device (no host copy at all) is not offered: the reduction
-//! kernels run inside the core's executor on host buffers.
 
 use super::*;
 
@@ -43,8 +16,36 @@ use super::*;
 #[error("device: {0}")]
 pub struct DeviceError(pub String);
 
-/// Stages tensors of element type `T` between device memory and host memory. See the
-/// [module docs](self) for the contract (threads, ownership, when data is readable).
+/// Stages tensors of element type `T` between device memory and host memory, so that a
+/// CUDA, ROCm or Metal integration can live outside nexar. [`HostMemory`] is the default
+/// (plain slices).
+///
+/// # The contract
+///
+/// - **Who calls, on which thread.** Every method is called by nexar on the task (hence
+///   the thread, under a single-threaded executor) that called the `*_device` method, and
+///   only from within that call: never from the driver task, never concurrently, never
+///   after the call returns. `copy_to_host` runs before the collective is issued; `copy_from_host`
+///   after it completed, and only if it succeeded.
+/// - **Who owns what, when.** `copy_to_host` borrows the device tensor shared and writes into a
+///   host slice nexar owns, of exactly `len(tensor)` elements; when it returns, the copy
+///   must be complete (synchronise the device stream inside it: nexar reads the slice
+///   right after, and moves it to the driver). From then until `copy_from_host`, nexar owns the
+///   host data and the integration must not assume anything about it; the device tensor
+///   stays the integration's and nexar does not touch it. `copy_from_host` borrows the device
+///   tensor mutably and a host slice of exactly `len(tensor)` elements holding the result;
+///   the slice is valid only during the call, so the copy must have completed (or been
+///   given its own copy) when it returns.
+/// - **When the data may be read.** The device tensor holds the result once the
+///   `*_device` call has returned `Ok`. If it returns an error, the collective failed or
+///   staging failed: the device tensor is unchanged if `copy_from_host` was never called.
+/// - **Failures.** A method returning [`DeviceError`] fails the nexar call with
+///   [`NexarError::Device`]. A `copy_to_host` failure happens before anything is sent, except
+///   in a bucketed all-reduce, where the tensor's place is sent as zeros so that every
+///   rank's buckets still pair up (see `push_device`).
+///
+/// Reducing in place on the device (no host copy at all) is not offered: the reduction
+/// kernels run inside the core's executor on host buffers.
 ///
 /// ```
 /// use nexar_tokio::{DeviceError, DeviceMemory};
@@ -54,11 +55,11 @@ pub struct DeviceError(pub String);
 /// impl DeviceMemory<f32> for Arena {
 ///     type Tensor = Handle;
 ///     fn len(&self, t: &Handle) -> usize { self.mem[t.0].len() }
-///     fn to_host(&mut self, t: &Handle, host: &mut [f32]) -> Result<(), DeviceError> {
+///     fn copy_to_host(&mut self, t: &Handle, host: &mut [f32]) -> Result<(), DeviceError> {
 ///         host.copy_from_slice(&self.mem[t.0]); // a real device: memcpy D->H, then sync
 ///         Ok(())
 ///     }
-///     fn from_host(&mut self, host: &[f32], t: &mut Handle) -> Result<(), DeviceError> {
+///     fn copy_from_host(&mut self, host: &[f32], t: &mut Handle) -> Result<(), DeviceError> {
 ///         self.mem[t.0].copy_from_slice(host);
 ///         Ok(())
 ///     }
@@ -75,9 +76,9 @@ pub trait DeviceMemory<T: Element> {
     /// Number of elements of `tensor`.
     fn len(&self, tensor: &Self::Tensor) -> usize;
     /// Copy `tensor` into `host` (exactly `len(tensor)` elements), complete on return.
-    fn to_host(&mut self, tensor: &Self::Tensor, host: &mut [T]) -> Result<(), DeviceError>;
+    fn copy_to_host(&mut self, tensor: &Self::Tensor, host: &mut [T]) -> Result<(), DeviceError>;
     /// Copy `host` (exactly `len(tensor)` elements) into `tensor`, complete on return.
-    fn from_host(&mut self, host: &[T], tensor: &mut Self::Tensor) -> Result<(), DeviceError>;
+    fn copy_from_host(&mut self, host: &[T], tensor: &mut Self::Tensor) -> Result<(), DeviceError>;
 }
 
 /// Tensors already in host memory: plain slices. The default device.
@@ -89,10 +90,10 @@ impl<T: Element> DeviceMemory<T> for HostMemory {
     fn len(&self, tensor: &[T]) -> usize {
         tensor.len()
     }
-    fn to_host(&mut self, tensor: &[T], host: &mut [T]) -> Result<(), DeviceError> {
+    fn copy_to_host(&mut self, tensor: &[T], host: &mut [T]) -> Result<(), DeviceError> {
         copy(tensor, host)
     }
-    fn from_host(&mut self, host: &[T], tensor: &mut [T]) -> Result<(), DeviceError> {
+    fn copy_from_host(&mut self, host: &[T], tensor: &mut [T]) -> Result<(), DeviceError> {
         copy(host, tensor)
     }
 }
@@ -144,7 +145,7 @@ fn stage_out<T: Element, D: DeviceMemory<T>>(
     tensor: &D::Tensor,
 ) -> Result<Vec<T>, NexarError> {
     let mut host = vec![T::identity(ReduceOp::Sum); device.len(tensor)];
-    device.to_host(tensor, &mut host)?;
+    device.copy_to_host(tensor, &mut host)?;
     Ok(host)
 }
 
@@ -154,6 +155,6 @@ fn stage_in<T: Element, D: DeviceMemory<T>>(
     tensor: &mut D::Tensor,
 ) -> Result<(), NexarError> {
     super::communicator::check_len("device output", host.len(), device.len(tensor))?;
-    device.from_host(host, tensor)?;
+    device.copy_from_host(host, tensor)?;
     Ok(())
 }

@@ -18,7 +18,10 @@ fn main() -> Result<(), String> {
         ..LinkConfig::default()
     };
     println!("{ranks} ranks, {n} f32 per rank, 100 Mbit/s links, 1 ms latency, {steps} steps");
-    println!("{:<14} {:>8} {:>14} {:>16}", "compressor", "density", "virtual ms/step", "wire KiB/step");
+    println!(
+        "{:<14} {:>8} {:>14} {:>16}",
+        "compressor", "density", "virtual ms/step", "wire KiB/step"
+    );
     let mut schemes = vec![("none", 1.0, Scheme::Dense)];
     for d in [0.01, 0.1, 1.0] {
         schemes.push(("top-k", d, Scheme::TopK(d)));
