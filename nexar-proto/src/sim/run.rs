@@ -232,6 +232,7 @@ impl<H: SimHost> Sim<H> {
     /// queue its arrival (or record its drop).
     fn send(&mut self, from: HostId, dest: SocketAddr, ecn: Option<u8>, data: &[u8]) {
         self.stats.sent += 1;
+        self.stats.sent_bytes += data.len() as u64;
         let to = self.host_at(dest);
         let event = TraceEvent::Send {
             from,

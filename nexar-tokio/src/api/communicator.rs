@@ -87,6 +87,30 @@ impl Communicator {
         self.submit(command, span, typed_output::<T>)
     }
 
+    /// Start an all-reduce of an untyped buffer (one bucket of any dtype).
+    pub(super) fn all_reduce_buffer_start(&self, input: Buffer, op: ReduceOp) -> Pending<Buffer> {
+        let span = tracing::debug_span!(
+            "collective",
+            rank = self.world_rank,
+            comm = self.id.0,
+            kind = ?CollectiveKind::AllReduce,
+            dtype = ?input.dtype(),
+            count = input.len()
+        );
+        let command = Command::Collective {
+            comm: self.id,
+            kind: CollectiveKind::AllReduce,
+            op,
+            root: 0,
+            count: input.len(),
+            input,
+        };
+        self.submit(command, span, |o| match o {
+            Outcome::Collective { buffer } => Ok(buffer),
+            other => Err(unexpected("Collective", &other)),
+        })
+    }
+
     fn blocks(&self, what: &'static str, len: usize) -> Result<usize, NexarError> {
         let size = self.size() as usize;
         if len % size == 0 {
@@ -420,7 +444,7 @@ impl Communicator {
     }
 }
 
-fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), NexarError> {
+pub(super) fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), NexarError> {
     if got == expected {
         Ok(())
     } else {

@@ -80,6 +80,21 @@ pub enum NexarError {
         /// Who else could read or write it.
         reason: String,
     },
+    /// The compression math refused its input (a bad density or selection, a tensor whose
+    /// length changed, malformed sparse data from a rank).
+    #[error(transparent)]
+    Compress(#[from] nexar_proto::compress::CompressError),
+    /// A device integration failed to stage data in or out.
+    #[error(transparent)]
+    Device(#[from] super::device::DeviceError),
+    /// A bucketed result was asked for a tensor it does not hold, or as another type.
+    #[error("bucketed result: tensor {index} {detail}")]
+    Tensor {
+        /// The tensor's push index.
+        index: usize,
+        /// What is wrong.
+        detail: &'static str,
+    },
     /// The node answered with an outcome of another kind: a bug in nexar.
     #[error("internal error: {0}")]
     Internal(String),

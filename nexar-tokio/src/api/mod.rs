@@ -22,9 +22,12 @@
 //! communicator in the same order (as in MPI); if they do not, they get
 //! [`OpError::Mismatch`] rather than a hang.
 
+mod bucketed;
 mod client;
 mod communicator;
+mod compressed;
 mod config;
+mod device;
 mod error;
 mod host;
 mod log_limit;
@@ -32,11 +35,13 @@ mod net;
 mod pending;
 mod seed;
 
+pub use bucketed::{BucketedAllReduce, Reduced, DEFAULT_BUCKET_BYTES};
 pub(crate) use client::Joining;
 pub use client::{bootstrap_local, bootstrap_local_with, Client};
 pub(crate) use communicator::unexpected;
 pub use communicator::Communicator;
 pub use config::{Config, LINGER_QUIET, LOOPBACK_INITIAL_RTT, LOOPBACK_MAX_UDP_PAYLOAD};
+pub use device::{DeviceError, DeviceMemory, HostMemory};
 pub use error::{EnvError, NexarError};
 use host::Outbox;
 pub(crate) use host::{Inbox, NodeHost, Outgoing, Request};
