@@ -273,7 +273,7 @@ impl P2p {
             .collect();
         for key in partial_keys {
             if let Some(partial) = self.partials.remove(&key) {
-                self.release(rank, partial.buffered());
+                self.release(rank, partial.charged());
                 ops.extend(partial.op());
             }
         }
@@ -290,15 +290,11 @@ impl P2p {
             .into_values()
             .flatten()
             .collect();
-        // Claimed messages fail with their receives; unclaimed ones stay for a later one.
-        let claimed: Vec<(u32, u64, u64)> = self
-            .partials
-            .iter()
-            .filter(|(_, p)| p.op().is_some())
-            .map(|(k, _)| *k)
-            .collect();
-        for key in claimed {
-            ops.extend(self.partials.remove(&key).and_then(|p| p.op()));
+        // Every message in parts goes: the claimed fail with their receives, and the
+        // memory of the unclaimed is released (a receive that meets one later fails).
+        for ((from, _, _), partial) in std::mem::take(&mut self.partials) {
+            self.release(from, partial.charged());
+            ops.extend(partial.op());
         }
         ops.extend(self.outbox.take_all());
         ops
@@ -371,5 +367,58 @@ mod tests {
                 got: 5
             })
         );
+    }
+
+    #[test]
+    fn messages_in_parts_are_charged_until_claimed_and_released_when_lost() {
+        let mut p = P2p::new(10);
+        assert_eq!(
+            p.on_start(1, 7, 0, 11),
+            Err(ArrivalError::TooLong { len: 11, limit: 10 })
+        );
+        assert_eq!(
+            p.on_start(1, 7, 0, u64::MAX),
+            Err(ArrivalError::TooLong {
+                len: u64::MAX,
+                limit: 10
+            })
+        );
+        assert_eq!(p.unmatched_bytes(1), 0, "a refused length costs nothing");
+        assert_eq!(p.on_start(1, 7, 0, 10), Ok(None));
+        assert_eq!(p.on_part(1, 7, 0, 0, Bytes::from_static(b"0123")), Ok(None));
+        assert_eq!(p.unmatched_bytes(1), UNMATCHED_OVERHEAD + 4);
+        // A whole message behind it on the same tag waits its turn.
+        assert_eq!(p.on_arrival(1, 7, 1, Bytes::from_static(b"w")), Ok(None));
+        assert!(p.post(OpId(1), 1, 7).is_none(), "claimed, not complete");
+        assert_eq!(p.unmatched_bytes(1), UNMATCHED_OVERHEAD + 1);
+        let done = p.on_part(1, 7, 0, 4, Bytes::from_static(b"456789"));
+        assert!(
+            matches!(done, Ok(Some(Event::Completed { op: OpId(1), outcome: Ok(Outcome::Received { ref data, .. }) })) if data == "0123456789")
+        );
+        assert!(matches!(
+            p.post(OpId(2), 1, 7),
+            Some(Event::Completed { op: OpId(2), .. })
+        ));
+        assert_eq!(
+            p.on_part(1, 7, 0, 10, Bytes::from_static(b"x")),
+            Err(ArrivalError::NoSuchMessage { tag: 7, seq: 0 })
+        );
+
+        // Lost mid-message: the claimed receive fails, the unclaimed bytes are released.
+        assert_eq!(p.on_start(2, 1, 0, 8), Ok(None));
+        assert_eq!(p.on_start(2, 2, 0, 8), Ok(None));
+        assert!(p.post(OpId(3), 2, 1).is_none());
+        assert_eq!(p.on_part(2, 2, 0, 0, Bytes::from_static(b"ab")), Ok(None));
+        assert_eq!(p.unmatched_bytes(2), UNMATCHED_OVERHEAD + 2);
+        assert_eq!(p.take_posted_from(2), vec![OpId(3)]);
+        assert_eq!(p.unmatched_bytes(2), 0);
+        let late = p.post(OpId(4), 2, 2);
+        assert!(matches!(
+            late,
+            Some(Event::Completed {
+                op: OpId(4),
+                outcome: Err(OpError::PeerLost { rank: 2 })
+            })
+        ));
     }
 }

@@ -111,10 +111,10 @@ impl Partial {
         }
     }
 
-    /// Bytes buffered unclaimed.
-    pub(super) fn buffered(&self) -> usize {
+    /// What it costs the sender's unclaimed budget: nothing once claimed.
+    pub(super) fn charged(&self) -> usize {
         match self.sink {
-            Sink::Buffered(_) => self.received,
+            Sink::Buffered(_) => super::UNMATCHED_OVERHEAD + self.received,
             Sink::Posted { .. } => 0,
         }
     }
@@ -159,7 +159,7 @@ mod tests {
         let mut p = Partial::new(1, None);
         assert_eq!(p.add(0, Bytes::from_static(b"z")), Ok(1));
         assert!(p.is_complete());
-        assert_eq!(p.buffered(), 1);
+        assert_eq!(p.charged(), super::super::UNMATCHED_OVERHEAD + 1);
         assert!(p.finish().is_none());
     }
 }
