@@ -192,8 +192,9 @@ impl Node {
                 check_rank(from, world)?;
                 if let Some(event) = self.p2p.post(op, from, tag) {
                     self.events.push_back(event);
-                    self.resume_reading(from);
                 }
+                // Claiming a message, whole or still arriving in parts, releases budget.
+                self.resume_reading(from);
             }
             Command::Collective {
                 comm,
