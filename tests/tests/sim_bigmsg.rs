@@ -260,7 +260,7 @@ fn hostile_announcements_are_refused_without_allocating() {
                 total,
             })
         };
-        let mut raw = |c: &mut ClusterSim, msg: Message| {
+        let raw = |c: &mut ClusterSim, msg: Message| {
             assert!(c.node_mut(rogue).unwrap().send_raw(to, &msg));
             c.sim.kick(rogue);
             c.run_until(Duration::from_millis(50), |_| false);
