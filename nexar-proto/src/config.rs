@@ -60,6 +60,10 @@ pub struct NodeConfig {
     /// Per peer, the most bytes of unmatched tagged messages held before we stop reading
     /// from that peer (QUIC flow control then pushes back on the sender).
     pub max_unmatched_bytes: usize,
+    /// The longest tagged message sent or accepted, in bytes. Messages longer than one
+    /// frame travel in parts; a receiver refuses a longer announcement before allocating
+    /// anything, and allocates a message only once a receive claims it.
+    pub max_message_len: usize,
     /// Per peer and stream class, the most bytes queued beyond QUIC's own send buffer;
     /// a send past it fails with `CommandError::Backpressure`.
     pub max_queued_bytes: usize,
@@ -166,6 +170,7 @@ impl NodeConfig {
             handshake_timeout: Duration::from_secs(3),
             retry_above_handshaking: 8,
             max_unmatched_bytes: 64 << 20,
+            max_message_len: 1 << 30,
             max_queued_bytes: 64 << 20,
             max_udp_payload: 1452,
             send_window: 4 << 20,
@@ -263,6 +268,7 @@ impl std::fmt::Debug for NodeConfig {
             handshake_timeout,
             retry_above_handshaking,
             max_unmatched_bytes,
+            max_message_len,
             max_queued_bytes,
             max_udp_payload,
             collective,
@@ -295,6 +301,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("handshake_timeout", handshake_timeout)
             .field("retry_above_handshaking", retry_above_handshaking)
             .field("max_unmatched_bytes", max_unmatched_bytes)
+            .field("max_message_len", max_message_len)
             .field("max_queued_bytes", max_queued_bytes)
             .field("max_udp_payload", max_udp_payload)
             .field("collective", collective)

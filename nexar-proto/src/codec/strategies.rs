@@ -226,6 +226,27 @@ fn p2p() -> BoxedStrategy<Message> {
         (any::<(u32, u32)>(), arb_bytes(64))
             .prop_map(|((from, to), inner)| Message::Relay(Relay { from, to, inner }))
             .boxed(),
+        any::<(u64, u64, u64, u64)>()
+            .prop_map(|(epoch, tag, seq, total)| {
+                Message::TaggedStart(TaggedStart {
+                    epoch,
+                    tag,
+                    seq,
+                    total,
+                })
+            })
+            .boxed(),
+        (any::<(u64, u64, u64, u64)>(), arb_bytes(256))
+            .prop_map(|((epoch, tag, seq, offset), payload)| {
+                Message::TaggedPart(TaggedPart {
+                    epoch,
+                    tag,
+                    seq,
+                    offset,
+                    payload,
+                })
+            })
+            .boxed(),
     ])
     .boxed()
 }

@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{send_error, Node};
-use crate::codec::{CollectiveKind, Message, ReduceOp, RpcStatus, Tagged};
+use super::Node;
+use crate::codec::{CollectiveKind, ReduceOp, RpcStatus};
 use crate::collective::{Buffer, CommId};
 use crate::error::CommandError;
 use crate::event::{Event, OpId, Outcome};
 use crate::rpc::RpcRequestId;
-use crate::transport::StreamClass;
 
 /// What a node is asked to do. Each accepted command returns an [`OpId`]; its result
 /// arrives later as [`Event::Completed`] with that id.
@@ -176,8 +175,8 @@ impl Node {
         match command {
             Command::Send { to, tag, data } => {
                 check_rank(to, world)?;
-                // A frame over the decoder's limit would be refused by the receiver and
-                // cut the connection: refuse it here, typed, before anything is queued.
+                // A message over the maximum would be refused by the receiver and cut
+                // the connection: refuse it here, typed, before anything is queued.
                 let limit = self.max_message();
                 if data.len() > limit {
                     return Err(CommandError::MessageTooLarge {
@@ -185,37 +184,27 @@ impl Node {
                         limit,
                     });
                 }
-                if to == me {
+                let done = if to == me {
                     let seq = self.p2p.next_seq(to, tag);
                     self.deliver_tagged(now, me, tag, seq, data);
+                    true
                 } else {
-                    let conn = self.conn_of(to)?;
-                    // Take the number only once the frame is queued: a refused send must
-                    // leave no gap, which the receiver would take for a broken peer.
-                    let seq = self.p2p.peek_seq(to, tag);
-                    let frame = Message::Tagged(Tagged {
-                        epoch,
-                        tag,
-                        seq,
-                        payload: data,
-                    })
-                    .to_frame();
-                    self.transport
-                        .send(conn, StreamClass::P2p, frame)
-                        .map_err(|e| send_error(to, e))?;
-                    self.p2p.next_seq(to, tag);
+                    self.send_tagged(op, to, tag, epoch, data)?
+                };
+                if done {
+                    self.events.push_back(Event::Completed {
+                        op,
+                        outcome: Ok(Outcome::Sent),
+                    });
                 }
-                self.events.push_back(Event::Completed {
-                    op,
-                    outcome: Ok(Outcome::Sent),
-                });
             }
             Command::Recv { from, tag } => {
                 check_rank(from, world)?;
                 if let Some(event) = self.p2p.post(op, from, tag) {
                     self.events.push_back(event);
-                    self.resume_reading(from);
                 }
+                // Claiming a message, whole or still arriving in parts, releases budget.
+                self.resume_reading(from);
             }
             Command::Collective {
                 comm,

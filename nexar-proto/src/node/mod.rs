@@ -8,6 +8,7 @@ mod checkpoint;
 mod command;
 mod dispatch;
 mod motion;
+mod p2p;
 mod restart;
 mod rpc;
 #[cfg(feature = "sim")]
@@ -234,7 +235,7 @@ impl Node {
             tls,
             max_unmatched: config.max_unmatched_bytes,
             max_frame_len: config.limits.max_frame_len,
-            p2p: P2p::default(),
+            p2p: P2p::new(config.max_message_len),
             rpc: Rpc::new(config.max_rpc_inbound),
             exec: None,
             exec_config: ExecConfig {
@@ -291,8 +292,14 @@ impl Node {
         self.exec.as_ref()?.comm_info(comm)
     }
 
-    /// The largest payload a tagged `Send` accepts (the frame limit less the headers).
+    /// The largest payload a tagged `Send` accepts (`NodeConfig::max_message_len`).
     pub fn max_message(&self) -> usize {
+        self.p2p.max_len()
+    }
+
+    /// The largest tagged message sent in one frame (the frame limit less the headers);
+    /// longer ones travel in parts.
+    pub fn max_single_frame_message(&self) -> usize {
         (self.max_frame_len as usize).saturating_sub(TAGGED_OVERHEAD)
     }
 

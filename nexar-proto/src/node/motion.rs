@@ -151,6 +151,9 @@ impl Motion {
                 Message::Tagged(t) => {
                     t.payload = crate::retain::bytes(std::mem::take(&mut t.payload));
                 }
+                Message::TaggedPart(t) => {
+                    t.payload = crate::retain::bytes(std::mem::take(&mut t.payload));
+                }
                 Message::Chunk(c) => {
                     c.payload = crate::retain::pieces(std::mem::take(&mut c.payload));
                 }
@@ -196,6 +199,7 @@ fn message_len(msg: &Message) -> usize {
     match msg {
         Message::Chunk(c) => c.payload.len(),
         Message::Tagged(t) => t.payload.len(),
+        Message::TaggedPart(t) => t.payload.len(),
         _ => 0,
     }
 }
@@ -334,6 +338,17 @@ impl Node {
             }
             Message::Chunk(c) if *class == StreamClass::Collective => c.header.epoch,
             Message::Tagged(t) => t.epoch,
+            Message::TaggedStart(t) => t.epoch,
+            // A part belongs to its message, which carries the epoch it was sent in:
+            // while that message is arriving here the part goes to it, even if this
+            // node has moved to a later epoch since the message started.
+            Message::TaggedPart(t)
+                if w.rank_of(*conn)
+                    .is_some_and(|from| self.p2p.is_arriving(from, t.tag, t.seq)) =>
+            {
+                return Some(event);
+            }
+            Message::TaggedPart(t) => t.epoch,
             _ => return Some(event),
         };
         if msg_epoch < epoch {
@@ -579,7 +594,10 @@ impl Node {
         // Unmatched point-to-point messages belonged to the old numbering (split
         // communicators too): once ranks move, nothing of them is meaningful.
         if reset_p2p {
-            self.p2p = P2p::default();
+            for op in self.p2p.take_all_posted() {
+                self.complete(op, Err(OpError::EpochChanged { epoch }));
+            }
+            self.p2p = P2p::new(self.p2p.max_len());
             self.rpc_reset(&OpError::EpochChanged { epoch });
         }
         if let Role::Worker(w) = &self.role {

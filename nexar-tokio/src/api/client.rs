@@ -15,10 +15,6 @@ pub struct Client {
     max_message: usize,
 }
 
-/// Bytes of a tagged frame's payload that are not the message (epoch, tag, sequence),
-/// with room to spare.
-const TAGGED_OVERHEAD: usize = 64;
-
 /// A worker whose driver runs, waiting for the cluster to form.
 #[derive(Debug)]
 pub(crate) struct Joining {
@@ -48,8 +44,7 @@ impl Joining {
         let (membership_tx, events) = crate::membership::channel();
         host.membership_tx = Some(membership_tx);
         crate::driver::spawn(socket, host, inbox)?;
-        let max_message =
-            (config.node.limits.max_frame_len as usize).saturating_sub(TAGGED_OVERHEAD);
+        let max_message = config.node.max_message_len;
         Ok(Self {
             tx,
             view,
@@ -116,7 +111,10 @@ impl Client {
 
     /// Send `data` to world rank `to` under `tag`; returns once QUIC has taken the bytes
     /// (waiting while the send queue to `to` is full). One message carries at most
-    /// [`max_message`](Self::max_message) bytes.
+    /// [`max_message`](Self::max_message) bytes (`NodeConfig::max_message_len`, 1 GiB
+    /// by default); one longer than a frame travels in parts that interleave with other
+    /// traffic, and the receiver holds none of it beyond its unmatched budget until a
+    /// receive asks for it.
     pub async fn send(&self, to: u32, tag: u64, data: &[u8]) -> Result<(), NexarError> {
         self.send_bytes(to, tag, Bytes::copy_from_slice(data)).await
     }
@@ -126,7 +124,8 @@ impl Client {
         self.send_start(to, tag, data).await
     }
 
-    /// The largest payload of one point-to-point message, in bytes.
+    /// The largest payload of one point-to-point message, in bytes
+    /// (`NodeConfig::max_message_len`).
     pub fn max_message(&self) -> usize {
         self.max_message
     }
@@ -134,7 +133,7 @@ impl Client {
     /// Start a send and return at once; await the handle later.
     pub fn send_start(&self, to: u32, tag: u64, data: Bytes) -> Pending<()> {
         if data.len() > self.max_message {
-            // The receiver would refuse the frame and drop the connection.
+            // The receiver would refuse the announcement and drop the connection.
             return Pending::failed(NexarError::MessageTooLarge {
                 len: data.len(),
                 max: self.max_message,
@@ -161,6 +160,42 @@ impl Client {
                 Outcome::Received { data, .. } => Ok(data),
                 other => Err(unexpected("Received", &other)),
             })
+    }
+
+    /// The next message from world rank `from` under `tag`, written into `buf`; returns
+    /// its length.
+    ///
+    /// A message longer than `buf` is consumed all the same (as MPI's `MPI_ERR_TRUNCATE`):
+    /// `buf` holds its first `buf.len()` bytes and the call fails with
+    /// [`NexarError::Truncated`] giving the full length, so the next receive gets the
+    /// next message. Copies: the core writes each part of a large message once into
+    /// the message's own buffer, allocated when this receive claims it; the driver runs
+    /// in a task of its own and cannot borrow `buf`, so that buffer is copied into `buf`
+    /// once more here (use [`recv`](Self::recv) to keep the core's buffer instead).
+    ///
+    /// ```no_run
+    /// # async fn f(client: &nexar_tokio::Client) -> Result<(), nexar_tokio::NexarError> {
+    /// let mut buf = vec![0u8; 40 << 20];
+    /// let len = client.recv_into(0, 7, &mut buf).await?;
+    /// println!("{len} bytes from rank 0: {:?}", &buf[..len.min(8)]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_into(
+        &self,
+        from: u32,
+        tag: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, NexarError> {
+        let data = self.recv_start(from, tag).await?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        if data.len() > buf.len() {
+            return Err(NexarError::Truncated {
+                len: data.len(),
+                capacity: buf.len(),
+            });
+        }
+        Ok(n)
     }
 
     /// The node's counters.

@@ -136,6 +136,13 @@ impl Config {
         self
     }
 
+    /// The longest tagged message sent or accepted (`NodeConfig::max_message_len`; the
+    /// same on every node, since a receiver cuts off a peer announcing more).
+    pub fn with_max_message(mut self, len: usize) -> Self {
+        self.node.max_message_len = len;
+        self
+    }
+
     /// The linger after the last handle is dropped (see [`Config::linger`]).
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;

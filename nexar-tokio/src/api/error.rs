@@ -62,14 +62,24 @@ pub enum NexarError {
     /// this operation was pending).
     #[error("the nexar driver task has stopped")]
     DriverStopped,
-    /// A point-to-point message larger than one frame may carry (the core's
-    /// `limits.max_frame_len` less the message header); send it in pieces.
+    /// A point-to-point message longer than the configured maximum
+    /// (`NodeConfig::max_message_len`, [`Client::max_message`](crate::Client::max_message)).
     #[error("message of {len} bytes exceeds the largest point-to-point message, {max} bytes")]
     MessageTooLarge {
         /// The payload's length.
         len: usize,
         /// The largest payload accepted.
         max: usize,
+    },
+    /// A received message was longer than the buffer given to
+    /// [`Client::recv_into`](crate::Client::recv_into): the message is consumed, the buffer
+    /// holds its first `capacity` bytes.
+    #[error("received a message of {len} bytes into a buffer of {capacity}")]
+    Truncated {
+        /// The message's length.
+        len: usize,
+        /// The buffer's length.
+        capacity: usize,
     },
     /// A file that holds secrets (the seed's state file, a ticket file) could have been
     /// read or planted by another local user: it is refused, not used.
