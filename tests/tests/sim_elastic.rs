@@ -125,6 +125,7 @@ fn joins_while_allreduces_run() {
                         root: 0,
                         count: after.count,
                         input,
+                        timeout: None,
                     },
                 )
                 .map_err(|e| e.to_string())?;

@@ -16,7 +16,7 @@ mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -111,6 +111,8 @@ pub struct Node {
     max_frame_len: u32,
     p2p: P2p,
     rpc: Rpc,
+    /// The deadline of an RPC that names none (`NodeConfig::rpc_timeout`).
+    rpc_timeout: Option<Duration>,
     /// Runs collectives; exists once the worker is ready.
     exec: Option<Executor>,
     exec_config: ExecConfig,
@@ -165,7 +167,11 @@ impl Node {
             config.join_timeout,
             coord,
         );
-        state.set_elastic_limits(seed.max_world_size, seed.max_pending_joins);
+        state.set_elastic_limits(
+            seed.max_world_size,
+            seed.max_pending_joins,
+            config.min_world_size,
+        )?;
         state.set_origin(crate::membership::Origin {
             rng_seed: config.rng_seed,
             unix_time: config.unix_time,
@@ -205,7 +211,7 @@ impl Node {
             incarnation: config.incarnation,
         };
         let deadline = now + config.formation_timeout;
-        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline);
+        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline, config.join_timeout);
         let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
         let client = tls.bootstrap_client_config(ticket.pin)?;
         match transport.connect(now, client, ticket.addr, BOOTSTRAP_SERVER_NAME) {
@@ -236,6 +242,7 @@ impl Node {
             max_frame_len: config.limits.max_frame_len,
             p2p: P2p::default(),
             rpc: Rpc::new(config.max_rpc_inbound),
+            rpc_timeout: config.rpc_timeout,
             exec: None,
             exec_config: ExecConfig {
                 collective: config.collective.clone(),
@@ -366,7 +373,12 @@ impl Node {
         data: BytesMut,
     ) {
         let now = self.clock(now);
-        self.transport.handle_datagram(now, from, ecn, data);
+        let conn = self.transport.handle_datagram(now, from, ecn, data);
+        if let Role::Worker(w) = &mut self.role {
+            if conn.is_some() && conn == w.seed_conn() {
+                w.seed_heard();
+            }
+        }
         self.process(now);
     }
 
