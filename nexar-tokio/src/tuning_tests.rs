@@ -27,8 +27,7 @@ fn every_bound_is_accepted_exactly_at_and_refused_one_past() {
                 .into_iter()
                 .chain([(knob.var, value.as_str())])
                 .collect();
-            apply(&vars)
-                .unwrap_or_else(|e| panic!("{}={value} refused: {e}", knob.var));
+            apply(&vars).unwrap_or_else(|e| panic!("{}={value} refused: {e}", knob.var));
         }
         let mut past = vec![knob.max + 1];
         if knob.min > 0 {
