@@ -136,8 +136,10 @@ impl SeedState {
     }
 
     /// Joiners still in progress (for stats and tests).
+    /// Joiners still handshaking or proving the secret, and those queued for the next
+    /// checkpoint.
     pub(crate) fn pending_joiners(&self) -> usize {
-        self.joiners.len()
+        self.joiners.len() + self.coord.pending.len()
     }
 
     pub(crate) fn on_incoming(&mut self, now: Instant, conn: ConnId, remote: SocketAddr) {

@@ -56,7 +56,8 @@ pub struct NodeStats {
     pub buffered_bytes: usize,
     /// Open QUIC connections (including those closing).
     pub connections: usize,
-    /// Seed: joiners not yet welcomed or rejected.
+    /// Seed: joiners not yet welcomed or rejected (handshaking, or queued for the next
+    /// checkpoint).
     pub pending_joiners: usize,
     /// Worker: bytes of tagged messages received that no receive has claimed yet, each
     /// counted as its payload plus a fixed overhead.
