@@ -77,7 +77,10 @@ async fn main() -> Result<(), NexarError> {
         })) => println!("function {MISSING}: unknown, as expected"),
         other => panic!("expected UnknownFunction, got {other:?}"),
     }
-    match clients[0].rpc(2, PUT, Bytes::from_static(b"no equals sign")).await {
+    match clients[0]
+        .rpc(2, PUT, Bytes::from_static(b"no equals sign"))
+        .await
+    {
         Err(NexarError::Op(OpError::RpcFailed {
             status: RpcStatus::HandlerError,
             detail,
@@ -89,7 +92,10 @@ async fn main() -> Result<(), NexarError> {
         other => panic!("expected HandlerError, got {other:?}"),
     }
     let short = Duration::from_millis(200);
-    match clients[0].rpc_with_timeout(1, SLEEPY, Bytes::new(), short).await {
+    match clients[0]
+        .rpc_with_timeout(1, SLEEPY, Bytes::new(), short)
+        .await
+    {
         Err(NexarError::Op(OpError::RpcTimeout { rank: 1, fn_id })) => {
             assert_eq!(fn_id, SLEEPY);
             println!("a call past its {short:?} deadline: RpcTimeout");

@@ -230,9 +230,8 @@ impl Transport {
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                let Some(incoming) = self.admit(now, incoming, &mut buf) else {
-                    return None;
-                };
+                // Not admitted: nothing more to do for this datagram.
+                let incoming = self.admit(now, incoming, &mut buf)?;
                 match self
                     .endpoint
                     .accept(incoming, now, &mut buf, self.server_config.clone())

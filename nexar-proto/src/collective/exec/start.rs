@@ -21,6 +21,7 @@ impl Executor {
     /// `Command::Collective`. `input` is the user's data (its length is checked against
     /// the layout); the result comes back in `Completed` as `Outcome::Collective`. It
     /// fails with `OpError::Timeout` past `timeout`, or the configured timeout if `None`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &mut self,
         now: Instant,
