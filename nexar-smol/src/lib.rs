@@ -65,6 +65,8 @@ pub mod reference;
 mod rpc;
 #[path = "../../nexar-tokio/src/state_file.rs"]
 mod state_file;
+#[path = "../../nexar-tokio/src/tuning.rs"]
+pub mod tuning;
 #[path = "../../nexar-tokio/src/udp.rs"]
 mod udp;
 

@@ -54,6 +54,7 @@ mod membership;
 pub mod reference;
 mod rpc;
 mod state_file;
+pub mod tuning;
 mod udp;
 
 pub use api::{

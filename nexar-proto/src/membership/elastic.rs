@@ -8,7 +8,8 @@
 //! member, leavers included, and a `Welcome` for the new epoch to each joiner. Stayers
 //! keep their order and come first; joiners take the ranks after them, in queue order,
 //! with fresh member ids (never reused), so their certificates can never be taken for
-//! anyone who was a member before.
+//! anyone who was a member before. A checkpoint that would leave fewer members than
+//! `NodeConfig::min_world_size` waits for joiners instead of being agreed.
 
 use std::time::Instant;
 
@@ -122,6 +123,11 @@ impl SeedState {
         let (max_world, _) = self.elastic_limits();
         let room = (max_world as usize).saturating_sub(stay);
         let take = self.coord.pending.len().min(room);
+        if ((stay + take) as u64) < u64::from(self.min_world_size) {
+            // Below the minimum: the requests stay recorded, and the next joiner queued
+            // (`queue_join`) tries again.
+            return Vec::new();
+        }
         let joiners: Vec<PendingJoin> = self.coord.pending.drain(..take).collect();
         let changed = !leaving.is_empty() || !joiners.is_empty();
         let new_epoch = if changed { old_epoch + 1 } else { old_epoch };

@@ -13,6 +13,7 @@ pub(crate) mod proof;
 mod restart;
 mod round;
 pub(crate) mod seed;
+mod seed_silence;
 pub(crate) mod view;
 pub(crate) mod worker;
 

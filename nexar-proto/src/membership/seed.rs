@@ -46,6 +46,8 @@ pub(crate) struct SeedState {
     formed: bool,
     max_world_size: u32,
     max_pending_joins: usize,
+    /// A checkpoint never leaves fewer members than this (`NodeConfig::min_world_size`).
+    pub(super) min_world_size: u32,
     /// What the seed was built from, for its snapshot.
     pub(super) origin: Option<super::restart::Origin>,
     /// The connection whose join proof the last message passed, for the node to tell
@@ -99,6 +101,7 @@ impl SeedState {
         Self {
             max_world_size: world_size,
             max_pending_joins: 0,
+            min_world_size: 0,
             world_size,
             secret,
             ca,
@@ -156,8 +159,10 @@ impl SeedState {
     }
 
     /// Joiners still in progress (for stats and tests).
+    /// Joiners still handshaking or proving the secret, and those queued for the next
+    /// checkpoint.
     pub(crate) fn pending_joiners(&self) -> usize {
-        self.joiners.len()
+        self.joiners.len() + self.coord.pending.len()
     }
 
     pub(crate) fn on_incoming(&mut self, now: Instant, conn: ConnId, remote: SocketAddr) {
@@ -282,10 +287,23 @@ impl SeedState {
         (self.max_world_size, self.max_pending_joins)
     }
 
-    /// Set the elastic limits (from `SeedConfig`).
-    pub(crate) fn set_elastic_limits(&mut self, max_world_size: u32, max_pending_joins: usize) {
+    /// Set the elastic limits (from `SeedConfig`, and the minimum from `NodeConfig`).
+    pub(crate) fn set_elastic_limits(
+        &mut self,
+        max_world_size: u32,
+        max_pending_joins: usize,
+        min_world_size: u32,
+    ) -> Result<(), crate::error::ConfigError> {
         self.max_world_size = max_world_size.max(self.world_size);
         self.max_pending_joins = max_pending_joins;
+        if min_world_size > self.max_world_size {
+            return Err(crate::error::ConfigError::MinWorldSize {
+                min: min_world_size,
+                max: self.max_world_size,
+            });
+        }
+        self.min_world_size = min_world_size;
+        Ok(())
     }
 
     /// Refuse a joiner (it is told why; nobody else is affected).

@@ -65,6 +65,11 @@ pub enum Command {
         count: usize,
         /// This rank's input.
         input: Buffer,
+        /// Fail with `OpError::Timeout` if not finished within this; `None`: the node's
+        /// `collective_timeout`. Per call, because one step of a job (a barrier before a
+        /// checkpoint, a probe of the cluster's health) may deserve a shorter wait than
+        /// the bulk of its collectives.
+        timeout: Option<Duration>,
     },
     /// MPI_Comm_split over `comm`: ranks passing the same `color` form a new
     /// communicator, ordered by (`key`, parent rank); `None` joins none.
@@ -92,8 +97,8 @@ pub enum Command {
     /// `payload`. Completes with `Outcome::Rpc` carrying the answer, or fails with
     /// `OpError::RpcFailed` (the target answered another status: unknown function,
     /// handler error, overloaded), `OpError::PeerLost` (the target is gone) or
-    /// `OpError::RpcTimeout` (no answer within `timeout`; `None` waits until an answer
-    /// or the target's loss).
+    /// `OpError::RpcTimeout` (no answer within `timeout`, or `NodeConfig::rpc_timeout`
+    /// if `None`).
     Rpc {
         /// The target rank.
         to: u32,
@@ -101,7 +106,8 @@ pub enum Command {
         fn_id: u32,
         /// The arguments (at most `Node::max_rpc_payload` bytes).
         payload: Bytes,
-        /// How long to wait for the answer.
+        /// How long to wait for the answer (`OpError::RpcTimeout` past it); `None`: the
+        /// node's `NodeConfig::rpc_timeout`.
         timeout: Option<Duration>,
     },
     /// Answer the request of an `Event::RpcRequest`. `status` other than `Ok` fails the
@@ -213,10 +219,12 @@ impl Node {
                 root,
                 count,
                 input,
+                timeout,
             } => {
                 let mut out = Vec::new();
                 let exec = self.exec.as_mut().ok_or(CommandError::NotReady)?;
-                exec.start(now, op, comm, kind, reduce, root, count, input, &mut out)?;
+                let call = (kind, reduce, root, count);
+                exec.start(now, op, comm, call, input, timeout, &mut out)?;
                 self.apply_exec(out);
             }
             Command::Split { comm, color, key } => {

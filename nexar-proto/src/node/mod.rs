@@ -17,7 +17,7 @@ mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -57,7 +57,8 @@ pub struct NodeStats {
     pub buffered_bytes: usize,
     /// Open QUIC connections (including those closing).
     pub connections: usize,
-    /// Seed: joiners not yet welcomed or rejected.
+    /// Seed: joiners not yet welcomed or rejected (handshaking, or queued for the next
+    /// checkpoint).
     pub pending_joiners: usize,
     /// Worker: bytes of tagged messages received that no receive has claimed yet, each
     /// counted as its payload plus a fixed overhead.
@@ -112,6 +113,8 @@ pub struct Node {
     max_frame_len: u32,
     p2p: P2p,
     rpc: Rpc,
+    /// The deadline of an RPC that names none (`NodeConfig::rpc_timeout`).
+    rpc_timeout: Option<Duration>,
     /// Runs collectives; exists once the worker is ready.
     exec: Option<Executor>,
     exec_config: ExecConfig,
@@ -166,7 +169,11 @@ impl Node {
             config.join_timeout,
             coord,
         );
-        state.set_elastic_limits(seed.max_world_size, seed.max_pending_joins);
+        state.set_elastic_limits(
+            seed.max_world_size,
+            seed.max_pending_joins,
+            config.min_world_size,
+        )?;
         state.set_origin(crate::membership::Origin {
             rng_seed: config.rng_seed,
             unix_time: config.unix_time,
@@ -206,7 +213,7 @@ impl Node {
             incarnation: config.incarnation,
         };
         let deadline = now + config.formation_timeout;
-        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline);
+        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline, config.join_timeout);
         let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
         let client = tls.bootstrap_client_config(ticket.pin)?;
         match transport.connect(now, client, ticket.addr, BOOTSTRAP_SERVER_NAME) {
@@ -237,6 +244,7 @@ impl Node {
             max_frame_len: config.limits.max_frame_len,
             p2p: P2p::new(config.max_message_len),
             rpc: Rpc::new(config.max_rpc_inbound),
+            rpc_timeout: config.rpc_timeout,
             exec: None,
             exec_config: ExecConfig {
                 collective: config.collective.clone(),
@@ -373,7 +381,12 @@ impl Node {
         data: BytesMut,
     ) {
         let now = self.input_clock(now);
-        self.transport.handle_datagram(now, from, ecn, data);
+        let conn = self.transport.handle_datagram(now, from, ecn, data);
+        if let Role::Worker(w) = &mut self.role {
+            if conn.is_some() && conn == w.seed_conn() {
+                w.seed_heard();
+            }
+        }
         self.process(now);
     }
 

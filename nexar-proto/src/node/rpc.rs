@@ -54,7 +54,7 @@ impl Node {
         timeout: Option<Duration>,
     ) -> Result<(), CommandError> {
         self.check_rpc_payload(&payload)?;
-        let deadline = timeout.map(|t| now + t);
+        let deadline = timeout.or(self.rpc_timeout).map(|t| now + t);
         if to == me {
             let id = self.rpc.next_id();
             self.rpc.insert_call(id, op, me, fn_id, deadline);

@@ -65,6 +65,7 @@ impl Joining {
                 size,
                 world_rank: rank,
                 view: Some(self.view.clone()),
+                timeout: None,
             },
             view: self.view,
             events: self.events,

@@ -22,6 +22,9 @@ pub struct Communicator {
     /// The world's current rank and size (epoch changes renumber it); `None` for split
     /// communicators, which an epoch change ends.
     pub(super) view: Option<Arc<WorldView>>,
+    /// The deadline of every collective issued through this handle; `None`: the node's
+    /// `collective_timeout` (see [`with_timeout`](Self::with_timeout)).
+    pub(super) timeout: Option<Duration>,
 }
 
 impl Communicator {
@@ -38,6 +41,41 @@ impl Communicator {
     /// Its number of ranks.
     pub fn size(&self) -> u32 {
         self.view.as_ref().map_or(self.size, |v| v.size())
+    }
+
+    /// A handle to the same communicator whose collectives (barrier included) each fail
+    /// with `OpError::Timeout` if not finished within `timeout`, instead of the node's
+    /// `collective_timeout`. The timeout is the core's: the operation is ended on this
+    /// rank, its chunks stop being waited for, and the error names the ranks whose data
+    /// had not arrived, as for the configured timeout. Other ranks keep their own
+    /// deadlines. Keep the handle for many calls, or make one per call:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &nexar_tokio::Client) -> Result<(), nexar_tokio::NexarError> {
+    /// use std::time::Duration;
+    /// use nexar_tokio::{NexarError, OpError, ReduceOp};
+    ///
+    /// let quick = client.with_timeout(Duration::from_secs(2));
+    /// let mut grads = vec![1.0f32; 1024];
+    /// quick.all_reduce(&mut grads, ReduceOp::Sum).await?;
+    /// match quick.barrier().await {
+    ///     Err(NexarError::Op(OpError::Timeout { waiting_for, .. })) => {
+    ///         eprintln!("ranks {waiting_for:?} did not reach the barrier in 2 s");
+    ///     }
+    ///     other => other?,
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Communicator {
+        Communicator {
+            tx: self.tx.clone(),
+            id: self.id,
+            rank: self.rank,
+            size: self.size,
+            world_rank: self.world_rank,
+            view: self.view.clone(),
+            timeout: Some(timeout),
+        }
     }
 
     pub(crate) fn submit<R>(
@@ -83,6 +121,7 @@ impl Communicator {
             root,
             count,
             input: Buffer::from_vec(input),
+            timeout: self.timeout,
         };
         self.submit(command, span, typed_output::<T>)
     }
@@ -242,6 +281,7 @@ impl Communicator {
             root: 0,
             count: 0,
             input: Buffer::from_vec(Vec::<u8>::new()),
+            timeout: self.timeout,
         };
         self.submit(command, span, |o| match o {
             Outcome::Collective { .. } => Ok(()),
@@ -440,6 +480,7 @@ impl Communicator {
             rank,
             size,
             world_rank: self.world_rank,
+            timeout: self.timeout,
         }))
     }
 }

@@ -117,8 +117,8 @@ impl NexarError {
     }
 }
 
-/// A launcher environment variable that nexar cannot use (see the `env` module for the
-/// variables and their precedence).
+/// A launcher or tuning environment variable that nexar cannot use (see `LaunchEnv` for
+/// the launcher's variables and their precedence, and `Config::from_env` for the knobs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvError {
@@ -131,6 +131,34 @@ pub enum EnvError {
         value: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A tuning knob's value is a number outside its bounds (inclusive).
+    #[error("{var}={value:?} is out of range: must be between {min} and {max}")]
+    OutOfRange {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// The smallest value accepted.
+        min: u64,
+        /// The largest value accepted.
+        max: u64,
+    },
+    /// A `NEXAR_*` variable nexar does not know: most likely a misspelt knob.
+    #[error("unknown variable {var}{}", closest.map(|c| format!(" (did you mean {c}?)")).unwrap_or_default())]
+    Unknown {
+        /// The variable.
+        var: String,
+        /// The knob whose name is nearest, if one is near.
+        closest: Option<&'static str>,
+    },
+    /// Two knobs that are fine alone but not together.
+    #[error("{} and {} conflict: {detail}", vars[0], vars[1])]
+    Conflict {
+        /// The variables involved.
+        vars: [&'static str; 2],
+        /// What is wrong.
+        detail: String,
     },
     /// The rank is not below the world size.
     #[error(
