@@ -128,6 +128,7 @@ pub fn sim_step<T: Magnitude>(
             root: 0,
             count: input.len(),
             input,
+            timeout: None,
         };
         let id = c.command(*host, command).map_err(|e| e.to_string())?;
         ops.push((*host, id));

@@ -143,6 +143,7 @@ impl Communicator {
             root: 0,
             count: input.len(),
             input,
+            timeout: self.timeout,
         };
         self.submit(command, span, |o| match o {
             Outcome::Collective { buffer } => Ok(buffer),
