@@ -135,3 +135,14 @@ fn seed_22029_an_abort_reaches_every_rank() {
 fn seed_21334_a_joiner_waiting_only_for_the_dead_becomes_ready() {
     passes(21334);
 }
+
+/// Automatic policy, one rank, a one-way partition from the seed to it for 810 ms. The
+/// rank stopped hearing the seed, closed that connection and dialled again; the seed took
+/// the close for a death, evicted its only member, and queued the returning rank as a new
+/// joiner. A member closing its seed link to redial (`CLOSE_REDIAL`) is now away, not
+/// dead, until a recovery's time has passed; and a member a recovery did evict is sent
+/// that verdict when it dials again.
+#[test]
+fn seed_40004_a_member_redialling_the_seed_is_not_evicted() {
+    passes(40004);
+}

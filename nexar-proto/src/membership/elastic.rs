@@ -111,6 +111,24 @@ impl SeedState {
         Some(vec![Action::Send { conn, msg }])
     }
 
+    /// A member the last recovery evicted dials again, naming its old rank: it missed the
+    /// verdict (cut off, or paused, while it was decided). It gets the verdict, which
+    /// tells it it is out, rather than a place in the queue it would never take.
+    pub(super) fn evicted_again(
+        &mut self,
+        conn: ConnId,
+        key: &[u8; 32],
+        old: Option<u32>,
+    ) -> Option<Vec<Action>> {
+        let (verdict, keys) = self.coord.last_verdict.as_ref()?;
+        if keys.get(&old?) != Some(key) {
+            return None;
+        }
+        let msg = Message::RecoveryAgreed(verdict.clone());
+        self.take_joiner(conn);
+        Some(vec![Action::Send { conn, msg }])
+    }
+
     /// Apply the checkpoint if every member asked for it.
     pub(super) fn try_checkpoint(&mut self, now: Instant) -> Vec<Action> {
         if !self.coord.checkpoint_due() {

@@ -38,6 +38,10 @@ pub(crate) const CLOSE_LEFT: u64 = 0x5;
 /// naming the same rank.
 pub(crate) const CLOSE_ABORTED: u64 = 0x8;
 
+/// Application close code of a member closing its seed connection because it stopped
+/// hearing the seed: it is dialling again, so the seed waits for it before suspecting it.
+pub(crate) const CLOSE_REDIAL: u64 = 0x9;
+
 /// What a membership state machine asks the node to do.
 #[derive(Debug)]
 pub(crate) enum Action {

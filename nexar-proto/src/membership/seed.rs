@@ -227,6 +227,9 @@ impl SeedState {
             if let Some(actions) = self.left_again(conn, &key, hello.requested_rank) {
                 return actions;
             }
+            if let Some(actions) = self.evicted_again(conn, &key, hello.requested_rank) {
+                return actions;
+            }
             // Ranks are assigned at the checkpoint; a requested one cannot be honoured.
             if self.ca.sign_request(&hello.csr_der, 0, 0).is_err() {
                 return self.reject(conn, RejectReason::BadCertificateRequest, 0);
@@ -273,11 +276,11 @@ impl SeedState {
         }
     }
 
-    pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId) -> Vec<Action> {
+    pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId, redialling: bool) -> Vec<Action> {
         // A joiner that leaves before formation (or before its checkpoint) frees its slot.
         self.joiners.remove(&conn);
         self.coord.drop_pending(conn);
-        let mut actions = self.coord.on_lost(now, conn);
+        let mut actions = self.coord.on_lost(now, conn, redialling);
         actions.extend(self.try_checkpoint(now));
         actions
     }

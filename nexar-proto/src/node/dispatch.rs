@@ -135,7 +135,14 @@ impl Node {
                 actions
             }
             TransportEvent::Malformed { conn, error } => state.on_malformed(conn, &error),
-            TransportEvent::Lost { conn, .. } => state.on_lost(now, conn),
+            TransportEvent::Lost { conn, reason } => {
+                let redialling = matches!(
+                    reason,
+                    crate::transport::LostReason::ClosedByPeer { code, .. }
+                        if code == crate::membership::CLOSE_REDIAL
+                );
+                state.on_lost(now, conn, redialling)
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! membership (the seed's joiners or the worker's join and mesh) and tagged
 //! point-to-point. It does no I/O; see the crate docs for the run-loop contract.
 
+mod abort;
 mod checkpoint;
 mod command;
 mod dispatch;

@@ -46,12 +46,12 @@ pub(super) enum State {
 /// The worker's failure-detection and recovery state.
 #[derive(Debug)]
 pub(super) struct Motion {
-    policy: RecoveryPolicy,
+    pub(super) policy: RecoveryPolicy,
     recovery_wait: Duration,
     liveness: Liveness,
     pub(super) state: State,
     /// Ranks (in the current epoch) found down and not yet resolved by an epoch change.
-    suspected: BTreeSet<u32>,
+    pub(super) suspected: BTreeSet<u32>,
     /// Commands issued after `checkpoint()`, started in order on the new world.
     pub(super) held: VecDeque<(OpId, Command)>,
     /// `Recover` commands waiting for the new epoch.
@@ -170,7 +170,7 @@ impl Motion {
         true
     }
 
-    fn clear_future(&mut self) {
+    pub(super) fn clear_future(&mut self) {
         self.future.clear();
         self.future_bytes = 0;
     }
@@ -386,67 +386,6 @@ impl Node {
             State::Recovering { .. } => self.send_vote(),
             State::Aborted { .. } | State::Gone => {}
         }
-    }
-
-    /// A peer told us it aborted because of `culprit` (see `abort`): under the abort
-    /// policy we stop too, naming the same rank, so that no rank waits for one that will
-    /// never act again. Under the other policies the closed link is a lost peer.
-    pub(super) fn relayed_abort(&mut self, now: Instant, by: u32, culprit: u32) {
-        let world = self.membership_now().map_or(0, |(_, w, _)| w);
-        if self.motion.policy != RecoveryPolicy::Abort || culprit >= world {
-            self.peer_down(now, by, DownReason::ConnectionLost);
-            return;
-        }
-        if !matches!(self.motion.state, State::Normal) {
-            return;
-        }
-        self.motion.suspected.insert(culprit);
-        self.events.push_back(Event::PeerDown {
-            rank: culprit,
-            reason: DownReason::Relayed { by },
-        });
-        self.abort(now, culprit);
-    }
-
-    /// Stop for good because `rank` was lost. Every peer link is closed with
-    /// `CLOSE_ABORTED` naming `rank`: a peer that has not seen the failure would
-    /// otherwise wait on us without end (a receive with no timeout, an answer), and this
-    /// way the whole world aborts, as MPI's default error handler does. The seed link
-    /// stays: the seed decides nothing under this policy.
-    fn abort(&mut self, now: Instant, rank: u32) {
-        self.motion.state = State::Aborted { rank };
-        let mesh: Vec<crate::transport::ConnId> = match &self.role {
-            Role::Worker(w) => {
-                let seed = w.seed_conn();
-                w.live_conns()
-                    .into_iter()
-                    .filter(|c| Some(*c) != seed)
-                    .collect()
-            }
-            Role::Seed { .. } => Vec::new(),
-        };
-        // Before `fail_everything` forgets them: the callers are not aborted (they may
-        // not have seen the failure) and must hear that nobody will answer.
-        self.refuse_pending_rpcs();
-        // Nothing runs any more, so nothing held will ever be due.
-        self.motion.clear_future();
-        self.fail_everything(&OpError::PeerLost { rank });
-        if let Some(cp) = self.motion.checkpoint.take() {
-            self.complete(cp.op, Err(OpError::PeerLost { rank }));
-        }
-        for (op, _) in std::mem::take(&mut self.motion.held) {
-            self.complete(op, Err(OpError::PeerLost { rank }));
-        }
-        let reason = bytes::Bytes::copy_from_slice(&rank.to_le_bytes());
-        for conn in mesh {
-            self.transport
-                .close(now, conn, crate::membership::CLOSE_ABORTED, reason.clone());
-        }
-    }
-
-    /// Whether the node still serves RPC requests: not once its cluster aborted.
-    pub(super) fn serving(&self) -> bool {
-        !matches!(self.motion.state, State::Aborted { .. })
     }
 
     fn start_recovery(&mut self, now: Instant, blamed: Option<u32>) {
@@ -667,7 +606,7 @@ impl Node {
     }
 
     /// Fail every collective, posted receive and RPC call with `err`.
-    fn fail_everything(&mut self, err: &OpError) {
+    pub(super) fn fail_everything(&mut self, err: &OpError) {
         self.rpc_reset(err);
         for op in self.p2p.take_all_posted() {
             self.complete(op, Err(err.clone()));
