@@ -146,3 +146,11 @@ fn seed_21334_a_joiner_waiting_only_for_the_dead_becomes_ready() {
 fn seed_40004_a_member_redialling_the_seed_is_not_evicted() {
     passes(40004);
 }
+
+/// Manual policy: a joiner admitted at a checkpoint was still meshing, waiting for a link
+/// to a rank that had crashed, when the seed called it for its vote; the application's
+/// `Recover` was refused (`NotReady`). A rank still meshing may now recover.
+#[test]
+fn seed_50109_a_joiner_still_meshing_may_recover() {
+    passes(50109);
+}

@@ -161,11 +161,14 @@ impl Node {
     }
 
     /// The membership `command` runs on. Work needs a ready node (its mesh complete); an
-    /// answer only needs a rank: a joiner still meshing can be asked already (by a peer
-    /// whose link to it is up), and it must be able to answer on that link.
+    /// answer and a recovery only need a rank: a joiner still meshing can be asked already
+    /// (by a peer whose link to it is up), and it is told of a death (by the seed's call)
+    /// while it waits for a link to the dead rank that will never come up.
     fn membership_for(&self, command: &Command) -> Result<(u32, u32, u64), CommandError> {
         match command {
-            Command::RpcRespond { .. } => self.membership_now().ok_or(CommandError::NotReady),
+            Command::RpcRespond { .. } | Command::Recover => {
+                self.membership_now().ok_or(CommandError::NotReady)
+            }
             _ => self.ready_membership(),
         }
     }
