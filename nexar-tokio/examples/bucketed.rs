@@ -1,15 +1,18 @@
 //! Bucketed all-reduce against one all-reduce per tensor: 200 f32 gradients of mixed
-//! sizes (1 KiB to 4 MiB, log-uniform, the same on every rank) on 4 ranks in one process
-//! over loopback UDP, each result checked. Prints the median step time of each way.
+//! sizes (1 KiB to 4 MiB by default, log-uniform, the same on every rank) on 4 ranks in
+//! one process over loopback UDP, each result checked. Prints the median step time of
+//! each way.
 //!
-//! `cargo run --release -p nexar-tokio --example bucketed [ranks] [reps]`
+//! `cargo run --release -p nexar-tokio --example bucketed [ranks] [reps] [largest KiB]`
+//! (a small largest size, say 16, gives a step where latency, not bandwidth, dominates).
 
 use std::time::{Duration, Instant};
 
 use nexar_tokio::{bootstrap_local, Client, NexarError, ReduceOp, DEFAULT_BUCKET_BYTES};
 
-/// Tensor sizes in elements: 1 KiB · 4096^u for u spread over [0, 1) by a fixed LCG.
-fn sizes() -> Vec<usize> {
+/// Tensor sizes in elements: 1 KiB · (largest / 1 KiB)^u for u spread over [0, 1) by a
+/// fixed LCG.
+fn sizes(largest_kib: f64) -> Vec<usize> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..200)
         .map(|_| {
@@ -17,7 +20,7 @@ fn sizes() -> Vec<usize> {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-            ((1024.0 * 4096f64.powf(u)) as usize / 4).max(1)
+            ((1024.0 * largest_kib.max(1.0).powf(u)) as usize / 4).max(1)
         })
         .collect()
 }
@@ -53,7 +56,8 @@ async fn main() -> Result<(), NexarError> {
     let mut args = std::env::args().skip(1);
     let ranks: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
     let reps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let sizes = sizes();
+    let largest_kib: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(4096.0);
+    let sizes = sizes(largest_kib);
     let bytes: usize = sizes.iter().sum::<usize>() * 4;
     println!(
         "{} tensors, {:.1} MiB per step, {ranks} ranks",
