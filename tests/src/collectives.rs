@@ -106,6 +106,9 @@ pub struct Case {
     pub count: usize,
 }
 
+/// Every rank's expected output of one case, shared.
+pub type Outputs = Rc<Vec<Vec<i64>>>;
+
 impl Case {
     /// Input of `rank` in a world of `n`.
     pub fn input(&self, rank: u32, n: u32) -> Vec<i64> {
@@ -172,9 +175,9 @@ impl Case {
     /// Every rank's expected output. A collective is judged on each of its ranks and the
     /// reference needs every rank's input, so the last few cases' outputs are kept (per
     /// thread): without that, checking one collective costs n times computing it.
-    pub fn expected_outputs(&self, n: u32) -> Rc<Vec<Vec<i64>>> {
+    pub fn expected_outputs(&self, n: u32) -> Outputs {
         thread_local! {
-            static RECENT: RefCell<VecDeque<(String, Rc<Vec<Vec<i64>>>)>> =
+            static RECENT: RefCell<VecDeque<(String, Outputs)>> =
                 const { RefCell::new(VecDeque::new()) };
         }
         let key = format!("{self:?}/{n}");
