@@ -4,6 +4,9 @@
 //! exact same value and the reference can be computed in any order: the test then checks
 //! correctness *and* that every rank got identical bits.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use nexar_proto::codec::{CollectiveKind, DType, ReduceOp};
@@ -103,6 +106,9 @@ pub struct Case {
     pub count: usize,
 }
 
+/// Every rank's expected output of one case, shared.
+pub type Outputs = Rc<Vec<Vec<i64>>>;
+
 impl Case {
     /// Input of `rank` in a world of `n`.
     pub fn input(&self, rank: u32, n: u32) -> Vec<i64> {
@@ -124,10 +130,10 @@ impl Case {
         (0..len).map(|i| v(rank, i)).collect()
     }
 
-    /// Expected output of `rank` (empty for non-roots of reduce and gather).
-    pub fn expected(&self, rank: u32, n: u32) -> Vec<i64> {
+    /// Expected output of `rank` (empty for non-roots of reduce and gather), given every
+    /// rank's input.
+    fn expected_from(&self, inputs: &[Vec<i64>], rank: u32, n: u32) -> Vec<i64> {
         let c = self.count;
-        let inputs: Vec<Vec<i64>> = (0..n).map(|r| self.input(r, n)).collect();
         let fold = |ranks: std::ops::Range<u32>, i: usize| {
             ranks
                 .map(|r| inputs[r as usize][i])
@@ -161,12 +167,44 @@ impl Case {
         }
     }
 
-    /// The gather root gets everything; handled apart because non-roots get their input.
+    /// Expected output of `rank` in a world of `n`.
     pub fn expected_output(&self, rank: u32, n: u32) -> Vec<i64> {
-        if self.kind == CollectiveKind::Gather && rank == self.root {
-            return (0..n).flat_map(|r| self.input(r, n)).collect();
+        self.expected_outputs(n)[rank as usize].clone()
+    }
+
+    /// Every rank's expected output. A collective is judged on each of its ranks and the
+    /// reference needs every rank's input, so the last few cases' outputs are kept (per
+    /// thread): without that, checking one collective costs n times computing it.
+    pub fn expected_outputs(&self, n: u32) -> Outputs {
+        thread_local! {
+            static RECENT: RefCell<VecDeque<(String, Outputs)>> =
+                const { RefCell::new(VecDeque::new()) };
         }
-        self.expected(rank, n)
+        let key = format!("{self:?}/{n}");
+        if let Some(hit) =
+            RECENT.with_borrow(|r| r.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()))
+        {
+            return hit;
+        }
+        let inputs: Vec<Vec<i64>> = (0..n).map(|r| self.input(r, n)).collect();
+        let outputs: Vec<Vec<i64>> = (0..n)
+            .map(|rank| {
+                // The gather root gets everything; non-roots get nothing.
+                if self.kind == CollectiveKind::Gather && rank == self.root {
+                    inputs.concat()
+                } else {
+                    self.expected_from(&inputs, rank, n)
+                }
+            })
+            .collect();
+        let outputs = Rc::new(outputs);
+        RECENT.with_borrow_mut(|r| {
+            if r.len() == 16 {
+                r.pop_front();
+            }
+            r.push_back((key, outputs.clone()));
+        });
+        outputs
     }
 }
 
@@ -255,7 +293,7 @@ pub fn check_case(case: &Case, results: &[Result<Outcome, OpError>]) -> Result<(
             Ok(Outcome::Collective { buffer }) => buffer,
             other => return Err(format!("{case:?}: rank {rank} got {other:?}")),
         };
-        let want = buffer(case.dtype, &case.expected_output(rank, n));
+        let want = buffer(case.dtype, &case.expected_outputs(n)[rank as usize]);
         // Compare encoded bytes: equal values *and* identical bits (0.0 vs -0.0 differ).
         let same = buf.dtype() == want.dtype()
             && buf.encode_range(0..buf.len()) == want.encode_range(0..want.len());

@@ -1,10 +1,15 @@
-//! The run's fingerprint: a SHA-256 over every event, plus an optional bounded log.
+//! The run's fingerprint: a hash over every event, plus an optional bounded log.
+//!
+//! The hash is XXH3-128, not a cryptographic one: it only has to tell two runs apart, not
+//! resist an adversary, and it covers every byte of every datagram, so its speed is the
+//! simulator's speed (see BENCHMARKS.md). XXH3's output is fixed by its specification,
+//! so a fingerprint is the same on every machine and version.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::fault::FaultKind;
 use super::host::HostId;
@@ -89,18 +94,26 @@ impl fmt::Display for TraceEntry {
 ///
 /// Times are hashed as nanoseconds since the simulation's base instant, never as
 /// `Instant`s, so the hash is the same whenever and wherever the test runs.
-#[derive(Debug)]
 pub(crate) struct Trace {
-    hasher: Sha256,
+    hasher: Xxh3,
     log: VecDeque<TraceEntry>,
     log_capacity: usize,
     scratch: Vec<u8>,
 }
 
+impl fmt::Debug for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trace")
+            .field("log", &self.log.len())
+            .field("log_capacity", &self.log_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Trace {
     pub(crate) fn new(log_capacity: usize) -> Self {
         Trace {
-            hasher: Sha256::new(),
+            hasher: Xxh3::new(),
             log: VecDeque::with_capacity(log_capacity.min(4096)),
             log_capacity,
             scratch: Vec::new(),
@@ -153,6 +166,9 @@ impl Trace {
                 kind.encode(s);
             }
         }
+        // The length first, so that event boundaries are part of what is hashed.
+        self.scratch
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         self.hasher.update(&self.scratch);
         self.hasher.update(bytes);
         if self.log_capacity > 0 {
@@ -164,8 +180,8 @@ impl Trace {
     }
 
     /// The hash of everything recorded so far.
-    pub(crate) fn hash(&self) -> [u8; 32] {
-        self.hasher.clone().finalize().into()
+    pub(crate) fn hash(&self) -> [u8; 16] {
+        self.hasher.digest128().to_le_bytes()
     }
 
     /// The most recent entries, oldest first.

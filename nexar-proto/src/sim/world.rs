@@ -216,11 +216,11 @@ impl<H: SimHost> Sim<H> {
         self.stats
     }
 
-    /// SHA-256 over every event so far (virtual time, hosts, kind, lengths and payloads).
+    /// XXH3-128 over every event so far (virtual time, hosts, kind, lengths and payloads).
     ///
     /// Two runs with the same seed, hosts and script must give the same hash; if they do
     /// not, something nondeterministic leaked into a host or the simulator.
-    pub fn trace_hash(&self) -> [u8; 32] {
+    pub fn trace_hash(&self) -> [u8; 16] {
         self.trace.hash()
     }
 

@@ -81,7 +81,7 @@ pub struct Outcome {
     /// The first invariant violated, if any.
     pub violation: Option<String>,
     /// Fingerprint of everything the network did.
-    pub trace_hash: [u8; 32],
+    pub trace_hash: [u8; 16],
     /// Virtual time simulated.
     pub virtual_time: Duration,
     /// Operations checked.

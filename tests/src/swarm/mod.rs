@@ -80,7 +80,7 @@ pub fn run_seed(seed: u64, progress: &Progress) -> Report {
                 .unwrap_or_else(|| "a panic".into());
             Outcome {
                 violation: Some(format!("panicked: {msg}")),
-                trace_hash: [0; 32],
+                trace_hash: [0; 16],
                 virtual_time: progress.virtual_time(),
                 ops: 0,
                 recent: Vec::new(),
@@ -95,6 +95,6 @@ pub fn run_seed(seed: u64, progress: &Progress) -> Report {
 }
 
 /// The hex of a trace hash's first 8 bytes, for messages.
-pub fn short_hash(h: &[u8; 32]) -> String {
+pub fn short_hash(h: &[u8; 16]) -> String {
     h[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
