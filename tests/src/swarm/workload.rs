@@ -161,7 +161,7 @@ impl Run<'_> {
 
     pub(super) fn advance_programs(&mut self) {
         if self.broken {
-            return;
+            return self.skip_to_checkpoints();
         }
         let now = self.c.sim.elapsed();
         let ids: Vec<HostId> = self.hosts.keys().copied().collect();
@@ -193,6 +193,47 @@ impl Run<'_> {
                 }
                 let d = self.delay();
                 self.hosts.get_mut(&id).expect("known").ready_at = now + d;
+            }
+        }
+    }
+
+    /// After a failure cut the segment short, a rank issues nothing more of it but its
+    /// closing checkpoint (or leave), as an application that meets an error goes on to
+    /// its next checkpoint: the checkpoint outlives the recovery (it moves to the new
+    /// epoch), so ranks that had already called it wait for the others to call it too.
+    ///
+    /// Only once some rank has called it: until then nobody waits on it, and a new
+    /// segment starts on the new world as soon as everyone is idle.
+    fn skip_to_checkpoints(&mut self) {
+        let called = self
+            .pending
+            .values()
+            .any(|p| matches!(p.expect, Expect::Checkpoint { .. }));
+        if !called {
+            return;
+        }
+        let ids: Vec<HostId> = self.hosts.keys().copied().collect();
+        for id in ids {
+            let h = &self.hosts[&id];
+            let (Some(index), Some(rank)) = (h.seg, h.rank) else {
+                continue;
+            };
+            let Some((seg, _)) = self.segs.get(&index) else {
+                continue;
+            };
+            let last = seg.steps.len().saturating_sub(1);
+            if h.gone || h.blocking > 0 || h.cursor > last {
+                continue;
+            }
+            let step = seg.steps[last].clone();
+            if !matches!(step, Step::Checkpoint { .. }) {
+                continue;
+            }
+            let n = seg.n;
+            self.hosts.get_mut(&id).expect("known").cursor = last + 1;
+            self.issue(id, rank, n, last, &step, None);
+            if self.violation.is_some() {
+                return;
             }
         }
     }
