@@ -69,8 +69,9 @@ mod state_file;
 mod udp;
 
 pub use api::{
-    bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError, NexarError,
-    Pending, PendingCollective, Seed, LINGER_QUIET, LOOPBACK_INITIAL_RTT, LOOPBACK_MAX_UDP_PAYLOAD,
+    blocking, bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError,
+    NexarError, Pending, PendingCollective, Seed, LINGER_QUIET, LOOPBACK_INITIAL_RTT,
+    LOOPBACK_MAX_UDP_PAYLOAD,
 };
 pub use driver::{block_on_local, spawn_here};
 pub use env::{join_from_env, LaunchEnv};

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use nexar_proto::collective::CommId;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId};
 use nexar_proto::{Command, CommandError, Event, OpId, Outcome};
 use nexar_tests::support::{form, lan, lossy, tagged_payload, TestRng};
@@ -61,6 +62,7 @@ fn random_traffic(seed: u64) -> Result<(), String> {
         c.command(
             host(m.to),
             Command::Recv {
+                comm: CommId::WORLD,
                 from: m.from,
                 tag: m.tag,
             },
@@ -76,6 +78,7 @@ fn random_traffic(seed: u64) -> Result<(), String> {
             .command(
                 host(m.from),
                 Command::Send {
+                    comm: CommId::WORLD,
                     to: m.to,
                     tag: m.tag,
                     data: m.data.clone(),
@@ -215,6 +218,7 @@ fn flooding_a_rank_is_bounded_and_recovers() {
     let refusal = loop {
         assert!(accepted < 4096, "no backpressure after {accepted} messages");
         let send = Command::Send {
+            comm: CommId::WORLD,
             to,
             tag: TAG,
             data: payload(accepted),
@@ -261,7 +265,14 @@ fn flooding_a_rank_is_bounded_and_recovers() {
     // message arrives, in order.
     for k in 0..accepted {
         let op = c
-            .command(receiver, Command::Recv { from, tag: TAG })
+            .command(
+                receiver,
+                Command::Recv {
+                    comm: CommId::WORLD,
+                    from,
+                    tag: TAG,
+                },
+            )
             .unwrap();
         let got = |c: &ClusterSim| {
             c.events(receiver).iter().find_map(|e| match e {
@@ -295,6 +306,7 @@ fn flooding_a_rank_is_bounded_and_recovers() {
         .command(
             sender,
             Command::Send {
+                comm: CommId::WORLD,
                 to,
                 tag: TAG,
                 data: payload(accepted),
@@ -302,7 +314,14 @@ fn flooding_a_rank_is_bounded_and_recovers() {
         )
         .unwrap();
     let recv = c
-        .command(receiver, Command::Recv { from, tag: TAG })
+        .command(
+            receiver,
+            Command::Recv {
+                comm: CommId::WORLD,
+                from,
+                tag: TAG,
+            },
+        )
         .unwrap();
     let last = |c: &ClusterSim| {
         c.events(receiver).iter().find_map(|e| match e {
@@ -350,6 +369,7 @@ fn oversized_messages_are_refused_typed_and_the_largest_allowed_arrives() {
     match c.command(
         a,
         Command::Send {
+            comm: CommId::WORLD,
             to,
             tag: 1,
             data: too_big,
@@ -364,13 +384,23 @@ fn oversized_messages_are_refused_typed_and_the_largest_allowed_arrives() {
     c.command(
         a,
         Command::Send {
+            comm: CommId::WORLD,
             to,
             tag: 1,
             data: exact.clone(),
         },
     )
     .expect("the largest message is accepted");
-    let recv = c.command(b, Command::Recv { from, tag: 1 }).unwrap();
+    let recv = c
+        .command(
+            b,
+            Command::Recv {
+                comm: CommId::WORLD,
+                from,
+                tag: 1,
+            },
+        )
+        .unwrap();
     let got = c.run_until(Duration::from_secs(10), |c| {
         c.events(b)
             .iter()

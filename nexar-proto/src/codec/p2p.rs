@@ -6,11 +6,14 @@ use super::message::{Body, WireMessage};
 use super::wire::{self, Reader};
 use super::{DecodeError, Kind, Limits};
 
-/// Tagged point-to-point data, matched by the receiver on `(sender, tag, seq)`.
+/// Tagged point-to-point data, matched by the receiver on `(sender, comm, tag, seq)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tagged {
     /// Epoch the send was issued in; data from an older epoch is dropped.
     pub epoch: u64,
+    /// The communicator the message belongs to (`CommId::WORLD`'s 0, or a split one's
+    /// id): messages of one tag on different communicators never match each other.
+    pub comm: u64,
     /// User tag.
     pub tag: u64,
     /// Per-(peer, tag) sequence number, so that messages with one tag match in order.
@@ -21,11 +24,12 @@ pub struct Tagged {
 
 impl Body for Tagged {
     fn body_len(&self) -> usize {
-        8 + 8 + 8 + wire::bytes_len(&self.payload)
+        8 + 8 + 8 + 8 + wire::bytes_len(&self.payload)
     }
 
     fn encode_fields(&self, out: &mut BytesMut) {
         out.put_u64_le(self.epoch);
+        out.put_u64_le(self.comm);
         out.put_u64_le(self.tag);
         out.put_u64_le(self.seq);
         wire::put_len(out, self.payload.len());
@@ -42,6 +46,7 @@ impl WireMessage for Tagged {
     fn decode_body(r: &mut Reader, _limits: &Limits) -> Result<Self, DecodeError> {
         Ok(Tagged {
             epoch: r.u64("tagged.epoch")?,
+            comm: r.u64("tagged.comm")?,
             tag: r.u64("tagged.tag")?,
             seq: r.u64("tagged.seq")?,
             payload: r.bytes("tagged.payload", u32::MAX)?,

@@ -199,10 +199,11 @@ fn chunk() -> impl Strategy<Value = Message> {
 
 fn p2p() -> BoxedStrategy<Message> {
     Union::new([
-        (any::<(u64, u64, u64)>(), arb_bytes(256))
-            .prop_map(|((epoch, tag, seq), payload)| {
+        (any::<(u64, u64, u64, u64)>(), arb_bytes(256))
+            .prop_map(|((epoch, comm, tag, seq), payload)| {
                 Message::Tagged(Tagged {
                     epoch,
+                    comm,
                     tag,
                     seq,
                     payload,

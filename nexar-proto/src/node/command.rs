@@ -22,19 +22,25 @@ use crate::transport::StreamClass;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Command {
-    /// Send `data` to rank `to` under `tag`. Completes with `Outcome::Sent` once QUIC has
-    /// taken the bytes.
+    /// Send `data` to rank `to` of `comm` under `tag`. Completes with `Outcome::Sent`
+    /// once QUIC has taken the bytes. Messages on different communicators never match
+    /// each other, whatever their tags.
     Send {
-        /// Destination rank (may be our own).
+        /// The communicator (`CommId::WORLD` for world ranks).
+        comm: CommId,
+        /// Destination rank within `comm` (may be our own).
         to: u32,
         /// Matching tag.
         tag: u64,
         /// The payload.
         data: Bytes,
     },
-    /// Receive the next message from rank `from` under `tag` (in the order sent).
+    /// Receive the next message from rank `from` of `comm` under `tag` (in the order
+    /// sent on `comm`).
     Recv {
-        /// Source rank (may be our own).
+        /// The communicator (`CommId::WORLD` for world ranks).
+        comm: CommId,
+        /// Source rank within `comm` (may be our own).
         from: u32,
         /// Matching tag.
         tag: u64,
@@ -164,8 +170,13 @@ impl Node {
     ) -> Result<(), CommandError> {
         let (me, world, epoch) = self.ready_membership()?;
         match command {
-            Command::Send { to, tag, data } => {
-                check_rank(to, world)?;
+            Command::Send {
+                comm,
+                to,
+                tag,
+                data,
+            } => {
+                let peer = self.p2p_peer(comm, to, world)?;
                 // A frame over the decoder's limit would be refused by the receiver and
                 // cut the connection: refuse it here, typed, before anything is queued.
                 let limit = self.max_message();
@@ -175,16 +186,18 @@ impl Node {
                         limit,
                     });
                 }
-                if to == me {
-                    let seq = self.p2p.next_seq(to, tag);
-                    self.deliver_tagged(now, me, tag, seq, data);
+                let key = (peer, comm.0, tag);
+                if peer == me {
+                    let seq = self.p2p.next_seq(key);
+                    self.deliver_tagged(now, key, seq, data);
                 } else {
-                    let conn = self.conn_of(to)?;
+                    let conn = self.conn_of(peer)?;
                     // Take the number only once the frame is queued: a refused send must
                     // leave no gap, which the receiver would take for a broken peer.
-                    let seq = self.p2p.peek_seq(to, tag);
+                    let seq = self.p2p.peek_seq(key);
                     let frame = Message::Tagged(Tagged {
                         epoch,
+                        comm: comm.0,
                         tag,
                         seq,
                         payload: data,
@@ -192,19 +205,19 @@ impl Node {
                     .to_frame();
                     self.transport
                         .send(conn, StreamClass::P2p, frame)
-                        .map_err(|e| send_error(to, e))?;
-                    self.p2p.next_seq(to, tag);
+                        .map_err(|e| send_error(peer, e))?;
+                    self.p2p.next_seq(key);
                 }
                 self.events.push_back(Event::Completed {
                     op,
                     outcome: Ok(Outcome::Sent),
                 });
             }
-            Command::Recv { from, tag } => {
-                check_rank(from, world)?;
-                if let Some(event) = self.p2p.post(op, from, tag) {
+            Command::Recv { comm, from, tag } => {
+                let peer = self.p2p_peer(comm, from, world)?;
+                if let Some(event) = self.p2p.post(op, (peer, comm.0, tag), from) {
                     self.events.push_back(event);
-                    self.resume_reading(from);
+                    self.resume_reading(peer);
                 }
             }
             Command::Collective {
@@ -245,6 +258,28 @@ impl Node {
             Command::Leave => self.checkpoint(op, true)?,
         }
         Ok(())
+    }
+}
+
+impl Node {
+    /// The world rank of rank `rank` of `comm`, for a point-to-point command.
+    fn p2p_peer(&self, comm: CommId, rank: u32, world: u32) -> Result<u32, CommandError> {
+        if comm == CommId::WORLD {
+            check_rank(rank, world)?;
+            return Ok(rank);
+        }
+        let exec = self.exec.as_ref().ok_or(CommandError::NotReady)?;
+        let members = exec
+            .comm_members(comm)
+            .ok_or(CommandError::UnknownCommunicator { comm })?;
+        members
+            .get(rank as usize)
+            .copied()
+            .ok_or(CommandError::NotInCommunicator {
+                comm,
+                rank,
+                size: members.len() as u32,
+            })
     }
 }
 

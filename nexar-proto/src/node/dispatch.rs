@@ -170,7 +170,7 @@ impl Node {
                 let epoch = w.membership().map_or(0, |m| m.epoch);
                 match (class, msg) {
                     (StreamClass::P2p, Message::Tagged(t)) if t.epoch == epoch => {
-                        self.deliver_tagged(now, from, t.tag, t.seq, t.payload);
+                        self.deliver_tagged(now, (from, t.comm, t.tag), t.seq, t.payload);
                         Vec::new()
                     }
                     (StreamClass::Collective, Message::Chunk(chunk)) => {
@@ -327,16 +327,17 @@ impl Node {
         }
     }
 
-    /// A tagged message from `from` (possibly ourselves) arrived in order.
+    /// A tagged message from world rank `key.0` (possibly ourselves) on communicator
+    /// `key.1` under tag `key.2` arrived in order.
     pub(super) fn deliver_tagged(
         &mut self,
         now: Instant,
-        from: u32,
-        tag: u64,
+        key: (u32, u64, u64),
         seq: u64,
         data: Bytes,
     ) {
-        match self.p2p.on_arrival(from, tag, seq, data) {
+        let from = key.0;
+        match self.p2p.on_arrival(key, seq, data) {
             Ok(Some(event)) => self.events.push_back(event),
             Ok(None) => {
                 if self.p2p.unmatched_bytes(from) > self.max_unmatched {

@@ -522,6 +522,16 @@ impl Node {
         if reset_p2p {
             self.p2p = P2p::default();
             self.rpc_reset(&OpError::EpochChanged { epoch });
+        } else {
+            // The world's ranks stay, but split communicators end with the epoch: their
+            // unclaimed messages and receives go (and their bytes stop holding back
+            // their senders' streams).
+            for op in self.p2p.drop_split_comms() {
+                self.complete(op, Err(OpError::EpochChanged { epoch }));
+            }
+            for rank in 0..world {
+                self.resume_reading(rank);
+            }
         }
         if let Role::Worker(w) = &self.role {
             for conn in w.live_conns() {

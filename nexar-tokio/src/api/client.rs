@@ -5,14 +5,13 @@ use super::*;
 // ---- the client (one rank) -----------------------------------------------------------
 
 /// One rank of a formed cluster. Dereferences to the world [`Communicator`], so every
-/// collective is a method on the client (on `CommId::WORLD`); point-to-point messages use
-/// world ranks. Dropping the last handle of the node stops it (after the linger).
+/// collective, send, receive and RPC call is a method on the client (on `CommId::WORLD`,
+/// addressed by world rank). Dropping the last handle of the node stops it (after the linger).
 #[derive(Debug)]
 pub struct Client {
     world: Communicator,
     view: Arc<WorldView>,
     events: Arc<Mutex<Option<MembershipEvents>>>,
-    max_message: usize,
 }
 
 /// Bytes of a tagged frame's payload that are not the message (epoch, tag, sequence),
@@ -70,10 +69,12 @@ impl Joining {
                 size,
                 world_rank: rank,
                 view: Some(self.view.clone()),
+                members: Vec::new(),
+                epoch: 0,
+                max_message: self.max_message,
             },
             view: self.view,
             events: self.events,
-            max_message: self.max_message,
         })
     }
 }
@@ -112,55 +113,6 @@ impl Client {
     /// The world communicator.
     pub fn world(&self) -> &Communicator {
         &self.world
-    }
-
-    /// Send `data` to world rank `to` under `tag`; returns once QUIC has taken the bytes
-    /// (waiting while the send queue to `to` is full). One message carries at most
-    /// [`max_message`](Self::max_message) bytes.
-    pub async fn send(&self, to: u32, tag: u64, data: &[u8]) -> Result<(), NexarError> {
-        self.send_bytes(to, tag, Bytes::copy_from_slice(data)).await
-    }
-
-    /// [`send`](Self::send) without copying the payload.
-    pub async fn send_bytes(&self, to: u32, tag: u64, data: Bytes) -> Result<(), NexarError> {
-        self.send_start(to, tag, data).await
-    }
-
-    /// The largest payload of one point-to-point message, in bytes.
-    pub fn max_message(&self) -> usize {
-        self.max_message
-    }
-
-    /// Start a send and return at once; await the handle later.
-    pub fn send_start(&self, to: u32, tag: u64, data: Bytes) -> Pending<()> {
-        if data.len() > self.max_message {
-            // The receiver would refuse the frame and drop the connection.
-            return Pending::failed(NexarError::MessageTooLarge {
-                len: data.len(),
-                max: self.max_message,
-            });
-        }
-        let span = tracing::debug_span!("send", rank = self.world.rank, to, tag, len = data.len());
-        self.world
-            .submit(Command::Send { to, tag, data }, span, |o| match o {
-                Outcome::Sent => Ok(()),
-                other => Err(unexpected("Sent", &other)),
-            })
-    }
-
-    /// The next message from world rank `from` under `tag`, in the order it was sent.
-    pub async fn recv(&self, from: u32, tag: u64) -> Result<Bytes, NexarError> {
-        self.recv_start(from, tag).await
-    }
-
-    /// Post a receive and return at once; await the handle later.
-    pub fn recv_start(&self, from: u32, tag: u64) -> Pending<Bytes> {
-        let span = tracing::debug_span!("recv", rank = self.world.rank, from, tag);
-        self.world
-            .submit(Command::Recv { from, tag }, span, |o| match o {
-                Outcome::Received { data, .. } => Ok(data),
-                other => Err(unexpected("Received", &other)),
-            })
     }
 
     /// The node's counters.

@@ -22,6 +22,7 @@
 //! communicator in the same order (as in MPI); if they do not, they get
 //! [`OpError::Mismatch`] rather than a hang.
 
+pub mod blocking;
 mod client;
 mod communicator;
 mod config;
@@ -29,6 +30,7 @@ mod error;
 mod host;
 mod log_limit;
 mod net;
+mod p2p;
 mod pending;
 mod seed;
 

@@ -124,6 +124,7 @@ fn a_malformed_message_poisons_the_decoder() {
 fn push_bytes_slices_whole_payloads() {
     let frame = Message::Tagged(crate::codec::Tagged {
         epoch: 1,
+        comm: 9,
         tag: 2,
         seq: 3,
         payload: Bytes::from(vec![5; 100]),
