@@ -75,7 +75,7 @@ fn same_tag_on_world_and_split(seed: u64) -> Result<(), String> {
     let mut c = ClusterSim::with_workers(seed, 4, link);
     let hosts = form(&mut c)?;
     let comms = split(&mut c, &hosts, |r| r % 2)?;
-    let early = seed % 2 == 0;
+    let early = seed.is_multiple_of(2);
     let post = |c: &mut ClusterSim, ops: &mut Vec<(HostId, OpId, &'static [u8], u32)>| {
         for r in 0..4u32 {
             let (sub, members) = &comms[r as usize];

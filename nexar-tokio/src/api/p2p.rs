@@ -17,15 +17,7 @@ impl Communicator {
     /// have fails with `CommandError::NotInCommunicator` (the world's:
     /// `CommandError::UnknownRank`).
     ///
-    /// ```no_run
-    /// # async fn demo(client: nexar_tokio::Client) -> Result<(), nexar_tokio::NexarError> {
-    /// // Pairs {0, 1}, {2, 3}: each rank greets its partner, rank 1 - r of the pair.
-    /// let pair = client.split(Some(client.rank() / 2), 0).await?.expect("a colour was given");
-    /// pair.send(1 - pair.rank(), 7, b"hello").await?;
-    /// let got = pair.recv(1 - pair.rank(), 7).await?; // not confused with world tag 7
-    /// assert_eq!(&got[..], b"hello");
-    /// # Ok(()) }
-    /// ```
+    /// Example: the crate docs (split communicators and the blocking client).
     pub async fn send(&self, to: u32, tag: u64, data: &[u8]) -> Result<(), NexarError> {
         self.send_bytes(to, tag, Bytes::copy_from_slice(data)).await
     }
@@ -94,19 +86,7 @@ impl Communicator {
     /// such rank. For a split communicator these are the world ranks of the epoch it was
     /// made in (see [`epoch`](Self::epoch)).
     ///
-    /// ```no_run
-    /// # async fn demo(client: nexar_tokio::Client) -> Result<(), nexar_tokio::NexarError> {
-    /// // Odd world ranks, in reverse order.
-    /// let odd = client.split((client.rank() % 2 == 1).then_some(1), -(client.rank() as i64)).await?;
-    /// if let Some(odd) = odd {
-    ///     assert_eq!(odd.world_rank(odd.rank()), Some(client.rank()));
-    ///     assert_eq!(odd.comm_rank(client.rank()), Some(odd.rank()));
-    ///     assert_eq!(odd.comm_rank(0), None); // world rank 0 is even
-    ///     let members = odd.members(); // e.g. [3, 1] in a world of 4
-    ///     assert_eq!(members[odd.rank() as usize], client.rank());
-    /// }
-    /// # Ok(()) }
-    /// ```
+    /// Example: the crate docs (split communicators and the blocking client).
     pub fn world_rank(&self, comm_rank: u32) -> Option<u32> {
         if self.view.is_some() {
             return (comm_rank < self.size()).then_some(comm_rank);

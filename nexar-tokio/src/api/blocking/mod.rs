@@ -10,27 +10,8 @@
 //! communicators, a send on one thread and the matching receive on another. The errors
 //! are the async API's, unchanged.
 //!
-//! ```no_run
-//! use nexar_tokio::blocking;
-//! use nexar_tokio::ReduceOp;
-//!
-//! let (seed, clients) = blocking::bootstrap_local(4)?;
-//! std::thread::scope(|s| {
-//!     for client in &clients {
-//!         s.spawn(move || {
-//!             let mut data = vec![client.rank() as f32; 1024];
-//!             client.all_reduce(&mut data, ReduceOp::Sum)?;
-//!             assert_eq!(data[0], 6.0); // 0 + 1 + 2 + 3
-//!             Ok::<_, nexar_tokio::NexarError>(())
-//!         });
-//!     }
-//! });
-//! for client in clients {
-//!     client.shutdown()?;
-//! }
-//! seed.shutdown()?;
-//! # Ok::<_, nexar_tokio::NexarError>(())
-//! ```
+//! The crate docs have an example: threads, each with a client, running a collective,
+//! messages on a split communicator and an RPC call.
 //!
 //! Inside async code: a blocking call made on a thread that runs a tokio runtime (a task,
 //! `block_on`, `spawn_blocking` too) returns [`NexarError::BlockingInAsync`] at once
@@ -189,19 +170,7 @@ impl Client {
     /// (see [`crate::Client::register_rpc`]): it gets the caller's world rank and the
     /// arguments and returns the answer or `Err(detail)`. Requests run concurrently, each
     /// on a thread of the runtime's blocking pool; a handler that panics fails its call
-    /// with `RpcFailed` (status `HandlerError`).
-    ///
-    /// ```no_run
-    /// # fn demo(clients: &[nexar_tokio::blocking::Client]) -> Result<(), nexar_tokio::NexarError> {
-    /// clients[1].register_rpc(7, |from, args| {
-    ///     let mut answer = args.to_vec();
-    ///     answer.push(from as u8);
-    ///     Ok(answer.into())
-    /// })?;
-    /// let answer = clients[0].rpc(1, 7, bytes::Bytes::from_static(b"ping"))?;
-    /// assert_eq!(&answer[..], b"ping\0");
-    /// # Ok(()) }
-    /// ```
+    /// with `RpcFailed` (status `HandlerError`). The crate docs have an example.
     pub fn register_rpc<F>(&self, fn_id: u32, handler: F) -> Result<(), NexarError>
     where
         F: Fn(u32, Bytes) -> RpcResult + Send + Sync + 'static,
