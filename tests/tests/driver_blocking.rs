@@ -136,6 +136,14 @@ macro_rules! scenario {
             /// Everything one rank does, on its own thread.
             fn rank_program(client: &blocking::Client) -> Result<(), String> {
                 let (r, n) = (client.rank(), client.world_size());
+                // The world's ranks are world ranks, up to the last and not one past.
+                if client.members() != (0..n).collect::<Vec<_>>()
+                    || client.world_rank(n - 1) != Some(n - 1)
+                    || client.world_rank(n).is_some()
+                    || client.comm_rank(n).is_some()
+                {
+                    return Err("world rank mapping".into());
+                }
                 every_collective(client)?;
 
                 // A ring of tagged messages on the world.
@@ -147,6 +155,22 @@ macro_rules! scenario {
                     return Err(format!("ring: got {got:?}"));
                 }
 
+                let sub = split_pairs(client)?;
+                every_collective(&sub)?;
+                same_tag(client, &sub)?;
+                one_client_many_threads(client, &sub)?;
+                rpc_and_outside(client, &sub)?;
+                membership(client, &sub)
+            }
+
+            /// (world rank, world size, the partner's split rank, its world rank).
+            fn place(client: &blocking::Client, sub: &Communicator) -> (u32, u32, u32, u32) {
+                let (r, n) = (client.rank(), client.world_size());
+                (r, n, 1 - sub.rank(), (r + 2) % n)
+            }
+
+            fn split_pairs(client: &blocking::Client) -> Result<Communicator, String> {
+                let (r, n) = (client.rank(), client.world_size());
                 // Pairs {0, 2} and {1, 3}, the higher world rank first.
                 let sub = client
                     .split(Some(r % 2), -(r as i64))
@@ -169,8 +193,11 @@ macro_rules! scenario {
                 {
                     return Err("rank mapping".into());
                 }
-                every_collective(&sub)?;
+                Ok(sub)
+            }
 
+            fn same_tag(client: &blocking::Client, sub: &Communicator) -> Result<(), String> {
+                let (_, _, partner, partner_world) = place(client, sub);
                 // Same tag, same two nodes: the split message is sent first, so a matcher
                 // that ignored the communicator would hand it to the world receive.
                 sub.send(partner, 9, b"sub").map_err(|e| e.to_string())?;
@@ -182,7 +209,14 @@ macro_rules! scenario {
                 if &world_got[..] != b"world" || &sub_got[..] != b"sub" {
                     return Err(format!("world got {world_got:?}, split got {sub_got:?}"));
                 }
+                Ok(())
+            }
 
+            fn one_client_many_threads(
+                client: &blocking::Client,
+                sub: &Communicator,
+            ) -> Result<(), String> {
+                let (r, n, partner, partner_world) = place(client, sub);
                 // One client, several threads: sends on one and receives on another, and
                 // collectives on two communicators at once.
                 std::thread::scope(|s| {
@@ -214,7 +248,14 @@ macro_rules! scenario {
                     }
                     Ok::<_, String>(())
                 })?;
+                Ok(())
+            }
 
+            fn rpc_and_outside(
+                client: &blocking::Client,
+                sub: &Communicator,
+            ) -> Result<(), String> {
+                let (r, n, partner, partner_world) = place(client, sub);
                 // RPC by world rank and by split rank: the handler sees world ranks.
                 let next = (r + 1) % n;
                 let a = client
@@ -244,7 +285,11 @@ macro_rules! scenario {
                         if rank == n && world_size == n => {}
                     other => return Err(format!("world rank {n}: {other:?}")),
                 }
+                Ok(())
+            }
 
+            fn membership(client: &blocking::Client, sub: &Communicator) -> Result<(), String> {
+                let (r, n, partner, _) = place(client, sub);
                 // A checkpoint with nothing pending keeps the epoch, and the split lives on.
                 let before = client.epoch();
                 let m = client.checkpoint().map_err(|e| e.to_string())?;
@@ -410,6 +455,11 @@ fn a_blocking_call_inside_tokio_is_refused() {
             s.spawn(move || c.barrier().unwrap());
         }
     });
+    // Dropping a client's last handle inside async code does not panic (its runtime is
+    // let go of without waiting).
+    let mut clients = clients;
+    let last = clients.pop().unwrap();
+    runtime.block_on(async move { drop(last) });
     for c in clients {
         c.shutdown().unwrap();
     }

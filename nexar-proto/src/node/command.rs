@@ -177,37 +177,7 @@ impl Node {
                 data,
             } => {
                 let peer = self.p2p_peer(comm, to, world)?;
-                // A frame over the decoder's limit would be refused by the receiver and
-                // cut the connection: refuse it here, typed, before anything is queued.
-                let limit = self.max_message();
-                if data.len() > limit {
-                    return Err(CommandError::MessageTooLarge {
-                        len: data.len(),
-                        limit,
-                    });
-                }
-                let key = (peer, comm.0, tag);
-                if peer == me {
-                    let seq = self.p2p.next_seq(key);
-                    self.deliver_tagged(now, key, seq, data);
-                } else {
-                    let conn = self.conn_of(peer)?;
-                    // Take the number only once the frame is queued: a refused send must
-                    // leave no gap, which the receiver would take for a broken peer.
-                    let seq = self.p2p.peek_seq(key);
-                    let frame = Message::Tagged(Tagged {
-                        epoch,
-                        comm: comm.0,
-                        tag,
-                        seq,
-                        payload: data,
-                    })
-                    .to_frame();
-                    self.transport
-                        .send(conn, StreamClass::P2p, frame)
-                        .map_err(|e| send_error(peer, e))?;
-                    self.p2p.next_seq(key);
-                }
+                self.start_send(now, (me, epoch), (peer, comm.0, tag), data)?;
                 self.events.push_back(Event::Completed {
                     op,
                     outcome: Ok(Outcome::Sent),
@@ -262,6 +232,49 @@ impl Node {
 }
 
 impl Node {
+    /// Send `data` to world rank `key.0` on communicator `key.1` under tag `key.2`, from
+    /// world rank `me` in `epoch`.
+    fn start_send(
+        &mut self,
+        now: Instant,
+        (me, epoch): (u32, u64),
+        key: (u32, u64, u64),
+        data: Bytes,
+    ) -> Result<(), CommandError> {
+        let (peer, comm, tag) = key;
+        // A frame over the decoder's limit would be refused by the receiver and cut the
+        // connection: refuse it here, typed, before anything is queued.
+        let limit = self.max_message();
+        if data.len() > limit {
+            return Err(CommandError::MessageTooLarge {
+                len: data.len(),
+                limit,
+            });
+        }
+        if peer == me {
+            let seq = self.p2p.next_seq(key);
+            self.deliver_tagged(now, key, seq, data);
+            return Ok(());
+        }
+        let conn = self.conn_of(peer)?;
+        // Take the number only once the frame is queued: a refused send must leave no
+        // gap, which the receiver would take for a broken peer.
+        let seq = self.p2p.peek_seq(key);
+        let frame = Message::Tagged(Tagged {
+            epoch,
+            comm,
+            tag,
+            seq,
+            payload: data,
+        })
+        .to_frame();
+        self.transport
+            .send(conn, StreamClass::P2p, frame)
+            .map_err(|e| send_error(peer, e))?;
+        self.p2p.next_seq(key);
+        Ok(())
+    }
+
     /// The world rank of rank `rank` of `comm`, for a point-to-point command.
     fn p2p_peer(&self, comm: CommId, rank: u32, world: u32) -> Result<u32, CommandError> {
         if comm == CommId::WORLD {
