@@ -54,6 +54,7 @@ fn start_all(c: &mut ClusterSim, workers: &[HostId]) {
                 root: 0,
                 count: COUNT,
                 input: Buffer::from_vec(vec![1.0f32; COUNT]),
+                timeout: None,
             },
         )
         .expect("allreduce starts");

@@ -111,6 +111,7 @@ fn worker(ticket: JoinTicket, elements: usize) -> Result<Vec<String>, String> {
                     root,
                     count,
                     input: Buffer::from_vec(input),
+                    timeout: None,
                 },
             )
             .map(|_| ())

@@ -32,6 +32,9 @@ pub struct NodeConfig {
     /// Frame-size and field limits for every decoder.
     pub limits: Limits,
     /// Seed: a joiner must finish TLS and send Hello within this, or it is rejected.
+    /// Worker: if nothing at all comes back from the seed's address within this, the join
+    /// fails with `JoinError::SeedUnreachable` naming the address (a seed that answers
+    /// but is slow is waited for up to `formation_timeout`).
     pub join_timeout: Duration,
     /// Worker: give up if not welcomed and connected to every peer within this.
     pub formation_timeout: Duration,
@@ -60,6 +63,10 @@ pub struct NodeConfig {
     /// Per peer, the most bytes of unmatched tagged messages held before we stop reading
     /// from that peer (QUIC flow control then pushes back on the sender).
     pub max_unmatched_bytes: usize,
+    /// The longest tagged message sent or accepted, in bytes. Messages longer than one
+    /// frame travel in parts; a receiver refuses a longer announcement before allocating
+    /// anything, and allocates a message only once a receive claims it.
+    pub max_message_len: usize,
     /// Per peer and stream class, the most bytes queued beyond QUIC's own send buffer;
     /// a send past it fails with `CommandError::Backpressure`.
     pub max_queued_bytes: usize,
@@ -90,6 +97,16 @@ pub struct NodeConfig {
     /// Per caller, the most RPC requests handed to the application and not answered yet;
     /// more are answered `Overloaded` without reaching it.
     pub max_rpc_inbound: usize,
+    /// How long an RPC waits for its answer when the call names no deadline (a
+    /// `Command::Rpc` with `timeout: None`); `None`: for ever. A handler that hangs or a
+    /// rank that stalls without dying would otherwise hold the caller indefinitely.
+    pub rpc_timeout: Option<Duration>,
+    /// Seed: the smallest world a checkpoint may leave. A checkpoint whose leaves would
+    /// take the world below it (or that finds the world already below it, after a
+    /// recovery) is not agreed until enough joiners are queued to make up the difference:
+    /// the members' `checkpoint()` calls wait, as an elastic job below its minimum should.
+    /// Zero (the default) sets no minimum. Must not exceed the seed's `max_world_size`.
+    pub min_world_size: u32,
     /// The round-trip time QUIC assumes before it has measured one. It sets how long a
     /// lost handshake packet waits to be resent (about three times this); RFC 9002's
     /// 333 ms suits the Internet, and the drivers lower it for loopback clusters, where a
@@ -166,6 +183,7 @@ impl NodeConfig {
             handshake_timeout: Duration::from_secs(3),
             retry_above_handshaking: 8,
             max_unmatched_bytes: 64 << 20,
+            max_message_len: 1 << 30,
             max_queued_bytes: 64 << 20,
             max_udp_payload: 1452,
             send_window: 4 << 20,
@@ -177,6 +195,8 @@ impl NodeConfig {
             recovery: RecoveryPolicy::Abort,
             recovery_timeout: Duration::from_secs(5),
             max_rpc_inbound: 64,
+            rpc_timeout: Some(Duration::from_secs(60)),
+            min_world_size: 0,
             initial_rtt: Duration::from_millis(333),
             initial_mtu: 1200,
             initial_window: None,
@@ -263,6 +283,7 @@ impl std::fmt::Debug for NodeConfig {
             handshake_timeout,
             retry_above_handshaking,
             max_unmatched_bytes,
+            max_message_len,
             max_queued_bytes,
             max_udp_payload,
             collective,
@@ -273,6 +294,8 @@ impl std::fmt::Debug for NodeConfig {
             recovery,
             recovery_timeout,
             max_rpc_inbound,
+            rpc_timeout,
+            min_world_size,
             initial_rtt,
             initial_mtu,
             initial_window,
@@ -295,6 +318,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("handshake_timeout", handshake_timeout)
             .field("retry_above_handshaking", retry_above_handshaking)
             .field("max_unmatched_bytes", max_unmatched_bytes)
+            .field("max_message_len", max_message_len)
             .field("max_queued_bytes", max_queued_bytes)
             .field("max_udp_payload", max_udp_payload)
             .field("collective", collective)
@@ -305,6 +329,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("recovery", recovery)
             .field("recovery_timeout", recovery_timeout)
             .field("max_rpc_inbound", max_rpc_inbound)
+            .field("rpc_timeout", rpc_timeout)
+            .field("min_world_size", min_world_size)
             .field("initial_rtt", initial_rtt)
             .field("initial_mtu", initial_mtu)
             .field("initial_window", initial_window)

@@ -205,6 +205,16 @@ pub enum JoinError {
         /// What TLS or QUIC said.
         detail: String,
     },
+    /// Nothing ever came back from the seed's address within `join_timeout` (or
+    /// `formation_timeout`, if shorter): no seed runs there, or it is unreachable from
+    /// here (a wrong address in the ticket, a firewall, a seed not started yet).
+    #[error("no answer from the seed at {addr} after {waited:?} of dialling: is it running, and reachable from here?")]
+    SeedUnreachable {
+        /// The address dialled (the ticket's).
+        addr: std::net::SocketAddr,
+        /// How long the worker dialled it.
+        waited: std::time::Duration,
+    },
     /// The connection to the seed was lost before we were welcomed.
     #[error("lost the connection to the seed: {detail}")]
     SeedLost {
@@ -235,6 +245,14 @@ pub enum ConfigError {
     /// Building TLS or QUIC configuration failed.
     #[error("crypto setup failed: {0}")]
     Crypto(String),
+    /// `min_world_size` is above the largest world the seed may have.
+    #[error("min world size {min} exceeds the max world size {max}")]
+    MinWorldSize {
+        /// `NodeConfig::min_world_size`.
+        min: u32,
+        /// The seed's max world size (at least its formation size).
+        max: u32,
+    },
     /// A seed snapshot to restore from was refused.
     #[error("cannot restore the seed: {0}")]
     BadSnapshot(#[from] crate::codec::SnapshotError),

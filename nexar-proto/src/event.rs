@@ -126,6 +126,12 @@ pub enum DownReason {
     ConnectionLost,
     /// The seed's recovery round named it dead before we noticed ourselves.
     Agreed,
+    /// Rank `by` aborted because of it and closed its link to us saying so (the abort
+    /// policy). `by` is the witness: a member could name anyone here.
+    Relayed {
+        /// The rank that told us.
+        by: u32,
+    },
 }
 
 /// The result of a finished operation.

@@ -33,6 +33,8 @@ pub const MESSAGE_TARGETS: &[(&str, Kind)] = &[
     ("rpc_request", Kind::RPC_REQUEST),
     ("rpc_response", Kind::RPC_RESPONSE),
     ("relay", Kind::RELAY),
+    ("tagged_start", Kind::TAGGED_START),
+    ("tagged_part", Kind::TAGGED_PART),
 ];
 
 /// The targets that are not a single message kind.
@@ -207,7 +209,7 @@ mod tests {
             assert!(check(target, b"\x01\x02garbage"), "{target}");
         }
         assert!(!check("no_such_target", b""));
-        assert_eq!(targets().count(), 18);
+        assert_eq!(targets().count(), 20);
     }
 
     #[test]

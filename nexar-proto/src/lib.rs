@@ -55,6 +55,7 @@
 
 pub mod codec;
 pub mod collective;
+pub mod compress;
 mod config;
 pub mod crypto;
 mod error;

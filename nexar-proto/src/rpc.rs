@@ -269,6 +269,16 @@ impl Rpc {
         self.inbound_per_peer.remove(&rank);
     }
 
+    /// Every inbound request, as (caller, call id), forgotten here (the node answers them
+    /// itself).
+    pub(crate) fn take_all_inbound(&mut self) -> Vec<(u32, u64)> {
+        self.inbound_per_peer.clear();
+        std::mem::take(&mut self.inbound)
+            .into_values()
+            .map(|i| (i.from, i.id))
+            .collect()
+    }
+
     /// Every call fails with `err` and every inbound request is forgotten (the membership
     /// is changing: the ranks they were matched by are about to be renumbered).
     pub(crate) fn reset(&mut self, err: &OpError, out: &mut Vec<Event>) {

@@ -110,14 +110,25 @@ pub mod reference;
 mod rpc;
 #[path = "../../nexar-tokio/src/state_file.rs"]
 mod state_file;
+#[path = "../../nexar-tokio/src/tuning.rs"]
+pub mod tuning;
 #[path = "../../nexar-tokio/src/udp.rs"]
 mod udp;
 
 pub use api::{
-    blocking, bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError,
-    NexarError, Pending, PendingCollective, Seed, LINGER_QUIET, LOOPBACK_INITIAL_RTT,
+    blocking, bootstrap_local, bootstrap_local_with, BucketedAllReduce, Client, Communicator,
+    Config, DeviceError, DeviceMemory, EnvError, HostMemory, NexarError, Pending,
+    PendingCollective, Reduced, Seed, DEFAULT_BUCKET_BYTES, LINGER_QUIET, LOOPBACK_INITIAL_RTT,
     LOOPBACK_MAX_UDP_PAYLOAD,
 };
+/// Compressors for [`Communicator::all_reduce_compressed`]: top-k, random-k, none, and the
+/// [`Compressor`](compress::Compressor) trait for your own.
+pub mod compress {
+    pub use nexar_proto::compress::{
+        CompressError, Compressor, ErrorFeedback, Magnitude, NoCompression, RandomK, Selection,
+        TopK,
+    };
+}
 pub use driver::{block_on_local, spawn_here};
 pub use env::{join_from_env, LaunchEnv};
 pub use membership::{Membership, MembershipEvents};

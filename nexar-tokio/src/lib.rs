@@ -99,13 +99,23 @@ mod membership;
 pub mod reference;
 mod rpc;
 mod state_file;
+pub mod tuning;
 mod udp;
 
 pub use api::{
-    blocking, bootstrap_local, bootstrap_local_with, Client, Communicator, Config, EnvError,
-    NexarError, Pending, PendingCollective, Seed, LINGER_QUIET, LOOPBACK_INITIAL_RTT,
+    blocking, bootstrap_local, bootstrap_local_with, BucketedAllReduce, Client, Communicator,
+    Config, DeviceError, DeviceMemory, EnvError, HostMemory, NexarError, Pending,
+    PendingCollective, Reduced, Seed, DEFAULT_BUCKET_BYTES, LINGER_QUIET, LOOPBACK_INITIAL_RTT,
     LOOPBACK_MAX_UDP_PAYLOAD,
 };
+/// Compressors for [`Communicator::all_reduce_compressed`]: top-k, random-k, none, and the
+/// [`Compressor`](compress::Compressor) trait for your own.
+pub mod compress {
+    pub use nexar_proto::compress::{
+        CompressError, Compressor, ErrorFeedback, Magnitude, NoCompression, RandomK, Selection,
+        TopK,
+    };
+}
 pub use env::{join_from_env, LaunchEnv};
 pub use membership::{Membership, MembershipEvents};
 pub use nexar_proto::codec::{DType, ReduceOp, RpcStatus};

@@ -164,6 +164,7 @@ fn barrier() -> Command {
         root: 0,
         count: 0,
         input: Buffer::from_vec(Vec::<u8>::new()),
+        timeout: None,
     }
 }
 
@@ -367,6 +368,7 @@ fn scenario(attack: Attack) {
             root: 0,
             count: ITERS + 1,
             input: Buffer::from_vec(vec![0.0f64; ITERS + 1]),
+            timeout: None,
         });
         // The CLI's closing barrier ("leave together").
         h.complete(barrier());

@@ -7,7 +7,9 @@
 use std::future::Future;
 
 use nexar_tokio::reference::{digest, pattern_allreduce, pattern_f32, PATTERN_ELEMENTS};
-use nexar_tokio::{bootstrap_local, Client, CommandError, NexarError, ReduceOp};
+use nexar_tokio::{
+    bootstrap_local, bootstrap_local_with, Client, CommandError, Config, NexarError, ReduceOp,
+};
 
 /// Run `f` on every client concurrently (one task each); results in rank order.
 async fn on_all<F, Fut, R>(clients: Vec<Client>, f: F) -> Vec<R>
@@ -294,4 +296,47 @@ async fn one_mib_allreduce_is_bit_identical_everywhere_and_every_time() {
         "1 MiB f32 all-reduce digest on 4 ranks: {:016x}",
         digests[0]
     );
+}
+
+/// A 40 MiB message (many frames, sent in parts) between two ranks over loopback, taken
+/// with `recv_into`, while a small message on another tag goes by; past the configured
+/// maximum a send is refused typed, and a buffer too short gives `Truncated`.
+async fn forty_mib_message(c: Client) {
+    const LEN: usize = 40 << 20;
+    let pattern = |i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+    assert_eq!(c.max_message(), LEN);
+    if c.rank() == 0 {
+        let too_big = bytes::Bytes::from(vec![0u8; LEN + 1]);
+        assert!(matches!(
+            c.send_bytes(1, 3, too_big).await,
+            Err(NexarError::MessageTooLarge { len, max }) if len == LEN + 1 && max == LEN
+        ));
+        let big: Vec<u8> = (0..LEN).map(pattern).collect();
+        let sending = c.send_start(1, 1, big.into());
+        c.send(1, 2, b"small").await.unwrap();
+        sending.await.unwrap();
+        c.send(1, 4, &[7u8; 100]).await.unwrap();
+    } else {
+        assert_eq!(&c.recv(0, 2).await.unwrap()[..], b"small");
+        let mut buf = vec![0u8; LEN + 5];
+        assert_eq!(c.recv_into(0, 1, &mut buf).await.unwrap(), LEN);
+        assert!(buf[..LEN].iter().enumerate().all(|(i, b)| *b == pattern(i)));
+        let mut short = [0u8; 10];
+        assert!(matches!(
+            c.recv_into(0, 4, &mut short).await,
+            Err(NexarError::Truncated {
+                len: 100,
+                capacity: 10
+            })
+        ));
+        assert_eq!(short, [7u8; 10]);
+    }
+    c.barrier().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forty_mib_message_in_parts_into_a_user_buffer() {
+    let config = Config::default().with_max_message(40 << 20);
+    let (_seed, clients) = bootstrap_local_with(2, config).await.unwrap();
+    on_all(clients, forty_mib_message).await;
 }

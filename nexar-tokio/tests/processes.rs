@@ -352,6 +352,70 @@ fn seed_and_workers_example_as_processes() {
     );
 }
 
+#[test]
+fn rpc_example_asserts_its_answers() {
+    let out = wait(
+        Command::new(example("rpc"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "every rank stored and read back every rank's value",
+        "unknown, as expected",
+        "the handler's error came back",
+        "RpcTimeout",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing in {stdout}");
+    }
+}
+
+/// The CLI tunes itself from `NEXAR_*`: a bad value stops it naming the variable, and a
+/// short `NEXAR_JOIN_TIMEOUT_MS` makes a worker whose seed is silent fail naming the
+/// seed's address (the formation timeout is an hour here, so an exit at all is the join
+/// timeout's doing).
+#[test]
+fn cli_worker_tunes_from_the_environment() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ticket = format!("nexar1-{}-{}@{silent}", "ab".repeat(32), "cd".repeat(32));
+    let worker = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(NEXAR);
+        cmd.args(["worker", "--join", &ticket, "bench", "allreduce"])
+            .env("NEXAR_FORMATION_TIMEOUT_MS", "3600000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = wait(cmd.spawn().unwrap(), Duration::from_secs(60));
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = worker(&[("NEXAR_COLLECTIVE_TIMEOUT_MS", "5s")]);
+    assert!(
+        err.contains("NEXAR_COLLECTIVE_TIMEOUT_MS") && err.contains("5s"),
+        "{err}"
+    );
+    let err = worker(&[("NEXAR_HEARTBEAT_TIMEOUT_MS", "1")]);
+    assert!(err.contains("out of range"), "{err}");
+    let err = worker(&[("NEXAR_JOIN_TIMEOUT_MS", "300")]);
+    assert!(
+        err.contains("no answer from the seed") && err.contains(&silent.to_string()),
+        "{err}"
+    );
+}
+
 /// `n` worker processes running the resilient allreduce loop.
 fn resilient_workers(
     ticket: &str,

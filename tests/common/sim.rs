@@ -98,6 +98,7 @@ impl Backend for Sim {
                     root: case.root,
                     count: case.count,
                     input: buffer(case.dtype, &case.input(rank as u32, n)),
+                    timeout: None,
                 };
                 match self.c.command(*host, command) {
                     Ok(op) => ops.push((*host, op)),

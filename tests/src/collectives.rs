@@ -210,6 +210,7 @@ pub fn run_case(
                     root: case.root,
                     count: case.count,
                     input,
+                    timeout: None,
                 },
             )
             .map_err(|e| format!("rank {rank}: command refused: {e}"))?;

@@ -8,3 +8,4 @@ pub mod motion;
 pub mod rogue;
 pub mod support;
 pub mod swarm;
+pub mod training;

@@ -71,6 +71,7 @@ pub fn issue(
                     root: case.root,
                     count: case.count,
                     input,
+                    timeout: None,
                 },
             )
             .map_err(|e| format!("rank {rank}: command refused: {e}"))?;

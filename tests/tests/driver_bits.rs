@@ -39,6 +39,7 @@ fn on_simulator(sim_seed: u64, link: LinkConfig) -> Vec<Vec<f32>> {
                 root: 0,
                 count: PATTERN_ELEMENTS,
                 input: Buffer::from_vec(pattern_input(rank as u32)),
+                timeout: None,
             };
             (*host, c.command(*host, command).unwrap())
         })

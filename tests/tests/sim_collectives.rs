@@ -230,6 +230,7 @@ fn four_concurrent_allreduces_on_split_communicators() {
                 root: 0,
                 count: 1000,
                 input,
+                timeout: None,
             };
             ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
         }
@@ -284,6 +285,7 @@ fn mismatched_collectives_fail_on_every_rank() {
                 root: 0,
                 count,
                 input: Buffer::from_vec(vec![1.0f32; count]),
+                timeout: None,
             };
             ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
         }
@@ -332,6 +334,7 @@ fn missing_rank_times_out_naming_it() {
                 root: 0,
                 count: 8,
                 input: Buffer::from_vec(vec![1i64; 8]),
+                timeout: None,
             };
             ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
         }

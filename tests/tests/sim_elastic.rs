@@ -125,6 +125,7 @@ fn joins_while_allreduces_run() {
                         root: 0,
                         count: after.count,
                         input,
+                        timeout: None,
                     },
                 )
                 .map_err(|e| e.to_string())?;
@@ -281,4 +282,107 @@ fn joins_past_the_limits_are_refused() {
         all.push(inn);
         check_allreduce(&mut c, &all, 300)
     });
+}
+
+/// With `min_world_size`, a checkpoint whose leave would take the world below it is not
+/// agreed (nobody's `checkpoint()` or `leave()` completes) until a joiner makes up the
+/// difference; then the leave and the join are one epoch change.
+#[test]
+fn a_checkpoint_below_the_minimum_waits_for_a_joiner() {
+    run_seeds(SEEDS, |seed| {
+        let n = 3;
+        let adjust = timings(RecoveryPolicy::Automatic);
+        let floor = adjust.clone();
+        let mut c = ClusterSim::new_elastic(
+            seed,
+            n,
+            lan(),
+            move |cfg| {
+                let mut cfg = floor(cfg);
+                cfg.min_world_size = n;
+                cfg
+            },
+            |mut s| {
+                s.max_world_size = n + 1;
+                s.max_pending_joins = 4;
+                s
+            },
+        );
+        for _ in 0..n {
+            c.add_worker(&adjust);
+        }
+        let ranks = form(&mut c)?;
+        let formed = c.node(c.seed).map(|s| s.epoch()).ok_or("no seed")?;
+        let k = (seed % u64::from(n)) as usize;
+        let mut ops = Vec::new();
+        for (i, h) in ranks.iter().enumerate() {
+            let cmd = if i == k {
+                Command::Leave
+            } else {
+                Command::Checkpoint
+            };
+            ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
+        }
+        // Many checkpoint round trips: below the minimum, none may complete.
+        run_for(&mut c, Duration::from_secs(3));
+        for (h, op) in &ops {
+            let done = c
+                .events(*h)
+                .iter()
+                .any(|e| matches!(e, Event::Completed { op: o, .. } if o == op));
+            if done {
+                return Err(format!("a checkpoint below the minimum completed on {h:?}"));
+            }
+        }
+        if c.node(c.seed).and_then(|s| s.world_size()) != Some(n) {
+            return Err("the seed's world changed while waiting".into());
+        }
+        let joiner = c.add_worker(&adjust);
+        let results = wait_all(&mut c, &ops, LIMIT)?;
+        for (i, r) in results.iter().enumerate() {
+            let want_rank = match i.cmp(&k) {
+                std::cmp::Ordering::Equal => None,
+                std::cmp::Ordering::Less => Some(i as u32),
+                std::cmp::Ordering::Greater => Some(i as u32 - 1),
+            };
+            match r {
+                Ok(Outcome::Checkpoint {
+                    rank,
+                    world_size,
+                    epoch,
+                }) if *rank == want_rank && *world_size == n && *epoch == formed + 1 => {}
+                other => return Err(format!("rank {i}: {other:?}")),
+            }
+        }
+        if !c.run_until_ready(&[joiner], LIMIT) {
+            return Err("the joiner that made up the minimum was not admitted".into());
+        }
+        let mut world: Vec<HostId> = ranks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != k)
+            .map(|(_, h)| *h)
+            .collect();
+        world.push(joiner);
+        check_allreduce(&mut c, &world, 500)
+    });
+}
+
+/// A minimum no checkpoint could ever reach is refused when the seed is built: at the
+/// maximum it is accepted, one past it is not.
+#[test]
+fn a_minimum_above_the_maximum_world_is_refused() {
+    use nexar_proto::{ConfigError, Node, NodeConfig, SeedConfig};
+    let now = std::time::Instant::now();
+    let addr = "127.0.0.1:4000".parse().unwrap();
+    let mut config = NodeConfig::new([1; 32], 1_700_000_000, addr);
+    let mut seed = SeedConfig::new(3, [2; 32]);
+    seed.max_world_size = 5;
+    config.min_world_size = 5;
+    assert!(Node::seed(config.clone(), seed.clone(), now).is_ok());
+    config.min_world_size = 6;
+    assert_eq!(
+        Node::seed(config, seed, now).err(),
+        Some(ConfigError::MinWorldSize { min: 6, max: 5 })
+    );
 }

@@ -305,6 +305,7 @@ fn mismatch_then_success(seed: u64) -> Result<(), String> {
             root: 0,
             count,
             input: Buffer::from_vec(vec![1.0f32; count]),
+            timeout: None,
         };
         ops.push((*h, c.command(*h, cmd).map_err(|e| e.to_string())?));
     }

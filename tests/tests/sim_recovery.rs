@@ -57,6 +57,7 @@ fn crash_before_collective(seed: u64, policy: RecoveryPolicy) -> Result<(), Stri
                     root: 0,
                     count: case.count,
                     input,
+                    timeout: None,
                 },
             )
             .map_err(|e| format!("refused: {e}"))?;

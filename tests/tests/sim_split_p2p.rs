@@ -4,7 +4,8 @@
 //! and an epoch change ends every split communicator: after a recovery and after a
 //! checkpoint that only admits a joiner (the world's ranks stay), the old id is unknown,
 //! its posted receives fail with `EpochChanged` and its unclaimed messages are dropped,
-//! while the world's are kept. A split on the new epoch gets a new id even with the same
+//! while the world's are kept. Messages longer than a frame, in parts, are matched per
+//! communicator too. A split on the new epoch gets a new id even with the same
 //! members.
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use nexar_proto::collective::CommId;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId};
-use nexar_proto::{Command, CommandError, OpError, OpId, Outcome, RecoveryPolicy};
+use nexar_proto::{Command, CommandError, NodeConfig, OpError, OpId, Outcome, RecoveryPolicy};
 use nexar_tests::collectives::wait_all;
 use nexar_tests::motion::{cluster, run_until_epochs, timings};
 use nexar_tests::support::{form, lan, lossy};
@@ -167,6 +168,105 @@ fn same_tag_on_world_and_split(seed: u64) -> Result<(), String> {
 #[test]
 fn split_and_world_messages_with_one_tag_do_not_mix() {
     run_seeds(40, same_tag_on_world_and_split);
+}
+
+/// Messages several frames long on a split communicator are matched per (sender,
+/// communicator, tag) like small ones: every rank sends its partner a long message on
+/// the split and another on the world, same tag, interleaved with small ones on both;
+/// each receive (posted before or after) gets its own message intact, and a split one
+/// reports the sender's rank in the split.
+fn long_messages_on_world_and_split(seed: u64) -> Result<(), String> {
+    const FRAME: u32 = 16 << 10;
+    let small_frames = |mut config: NodeConfig| {
+        config.limits.max_frame_len = FRAME;
+        config
+    };
+    let link = lossy(0.05, 0.01, Duration::from_millis(2));
+    let mut c = ClusterSim::with_workers_config(seed, 4, link, small_frames);
+    let hosts = form(&mut c)?;
+    let comms = split(&mut c, &hosts, |r| r % 2)?;
+    // Distinct bytes per (sender, communicator): a message matched to the wrong receive,
+    // or a part placed in the wrong message, changes the comparison.
+    let long = |r: u32, on_split: bool| -> Bytes {
+        let salt = u64::from(r) * 2 + u64::from(on_split);
+        (0..3 * FRAME as u64 + 11)
+            .map(|i| (i.wrapping_mul(2654435761) ^ salt.wrapping_mul(0x9e37)) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    let early = seed.is_multiple_of(2);
+    // (host, receive, wanted bytes, wanted sender rank)
+    let mut ops: Vec<(HostId, OpId, Bytes, u32)> = Vec::new();
+    let post = |c: &mut ClusterSim, ops: &mut Vec<(HostId, OpId, Bytes, u32)>| {
+        for r in 0..4u32 {
+            let (sub, members) = &comms[r as usize];
+            let partner = (r + 2) % 4;
+            let partner_sub = members.iter().position(|&m| m == partner).unwrap() as u32;
+            let h = hosts[r as usize];
+            let recvs = [
+                (CommId::WORLD, partner, long(partner, false)),
+                (*sub, partner_sub, long(partner, true)),
+                (CommId::WORLD, partner, Bytes::from_static(b"w")),
+                (*sub, partner_sub, Bytes::from_static(b"s")),
+            ];
+            for (comm, from, want) in recvs {
+                ops.push((h, recv(c, h, comm, from, 4), want, from));
+            }
+        }
+    };
+    if early {
+        post(&mut c, &mut ops);
+    }
+    for r in 0..4u32 {
+        let (sub, members) = comms[r as usize].clone();
+        let partner = (r + 2) % 4;
+        let partner_sub = members.iter().position(|&m| m == partner).unwrap() as u32;
+        let h = hosts[r as usize];
+        let sends = [
+            (sub, partner_sub, long(r, true)),
+            (CommId::WORLD, partner, long(r, false)),
+            (sub, partner_sub, Bytes::from_static(b"s")),
+            (CommId::WORLD, partner, Bytes::from_static(b"w")),
+        ];
+        for (comm, to, data) in sends {
+            let command = Command::Send {
+                comm,
+                to,
+                tag: 4,
+                data,
+            };
+            c.command(h, command).map_err(|e| e.to_string())?;
+        }
+    }
+    if !early {
+        c.run_until(Duration::from_secs(2), |_| false);
+        post(&mut c, &mut ops);
+    }
+    let ids: Vec<(HostId, OpId)> = ops.iter().map(|(h, op, _, _)| (*h, *op)).collect();
+    let results = wait_all(&mut c, &ids, LIMIT)?;
+    for ((_, _, want, want_from), got) in ops.iter().zip(results) {
+        match got {
+            Ok(Outcome::Received { from, tag: 4, data }) if data == want && from == *want_from => {}
+            other => {
+                let got = other.map(|o| match o {
+                    Outcome::Received { from, data, .. } => {
+                        format!("{} bytes from {from}", data.len())
+                    }
+                    o => format!("{o:?}"),
+                });
+                return Err(format!(
+                    "want {} bytes from {want_from}, got {got:?}",
+                    want.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn long_split_and_world_messages_with_one_tag_do_not_mix() {
+    run_seeds(12, long_messages_on_world_and_split);
 }
 
 /// A recovery (rank 3 crashes) ends the split communicators: the receive posted on one

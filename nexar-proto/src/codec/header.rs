@@ -55,6 +55,10 @@ impl Kind {
     pub const RPC_RESPONSE: Kind = Kind(0x23);
     /// [`Relay`](super::Relay).
     pub const RELAY: Kind = Kind(0x24);
+    /// [`TaggedStart`](super::TaggedStart): opens a tagged message sent in parts.
+    pub const TAGGED_START: Kind = Kind(0x25);
+    /// [`TaggedPart`](super::TaggedPart): part of a tagged message.
+    pub const TAGGED_PART: Kind = Kind(0x26);
 
     /// Every kind this build can decode.
     pub const KNOWN: &'static [Kind] = &[
@@ -72,6 +76,8 @@ impl Kind {
         Kind::RPC_REQUEST,
         Kind::RPC_RESPONSE,
         Kind::RELAY,
+        Kind::TAGGED_START,
+        Kind::TAGGED_PART,
     ];
 
     /// The message name, or `None` for a kind this build does not know.
@@ -91,6 +97,8 @@ impl Kind {
             Kind::RPC_REQUEST => "RpcRequest",
             Kind::RPC_RESPONSE => "RpcResponse",
             Kind::RELAY => "Relay",
+            Kind::TAGGED_START => "TaggedStart",
+            Kind::TAGGED_PART => "TaggedPart",
             _ => return None,
         })
     }

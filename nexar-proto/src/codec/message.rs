@@ -6,7 +6,7 @@ use super::wire::Reader;
 use super::{
     CheckpointAgreed, CheckpointRequest, Chunk, DecodeError, Flags, FrameHeader, Heartbeat, Hello,
     JoinRejected, Kind, Leave, Limits, Pieces, RecoveryAgreed, RecoveryVote, Relay, RpcRequest,
-    RpcResponse, Tagged, Welcome, HEADER_LEN,
+    RpcResponse, Tagged, TaggedPart, TaggedStart, Welcome, HEADER_LEN,
 };
 
 /// How one message type writes its payload (the bytes after the frame header).
@@ -96,6 +96,8 @@ messages! {
     RpcRequest,
     RpcResponse,
     Relay,
+    TaggedStart,
+    TaggedPart,
 }
 
 impl Message {

@@ -51,7 +51,7 @@ pub use membership::{
     RecoveryVote,
 };
 pub use message::{Frame, Message};
-pub use p2p::{Relay, RpcRequest, RpcResponse, RpcStatus, Tagged};
+pub use p2p::{Relay, RpcRequest, RpcResponse, RpcStatus, Tagged, TaggedPart, TaggedStart};
 pub use pieces::Pieces;
 pub use snapshot::{SeedSnapshot, SnapshotError, SnapshotMember};
 pub use vocab::{Algorithm, CollectiveKind, DType, ReduceOp};

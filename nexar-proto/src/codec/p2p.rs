@@ -54,6 +54,110 @@ impl WireMessage for Tagged {
     }
 }
 
+/// Opens a tagged message too large for one [`Tagged`] frame: its (comm, tag, seq) take
+/// their place in the matching order here, and its bytes follow in [`TaggedPart`]s.
+///
+/// The receiver checks `total` against its configured maximum before it allocates
+/// anything, and allocates the message only once a receive has claimed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedStart {
+    /// Epoch the send was issued in; as for [`Tagged`].
+    pub epoch: u64,
+    /// The communicator the message belongs to; as for [`Tagged`].
+    pub comm: u64,
+    /// User tag.
+    pub tag: u64,
+    /// Per-(peer, comm, tag) sequence number, shared with [`Tagged`].
+    pub seq: u64,
+    /// Length of the whole message in bytes.
+    pub total: u64,
+}
+
+impl Body for TaggedStart {
+    fn body_len(&self) -> usize {
+        8 + 8 + 8 + 8 + 8
+    }
+
+    fn encode_fields(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.epoch);
+        out.put_u64_le(self.comm);
+        out.put_u64_le(self.tag);
+        out.put_u64_le(self.seq);
+        out.put_u64_le(self.total);
+    }
+}
+
+impl WireMessage for TaggedStart {
+    const KIND: Kind = Kind::TAGGED_START;
+
+    fn decode_body(r: &mut Reader, _limits: &Limits) -> Result<Self, DecodeError> {
+        Ok(TaggedStart {
+            epoch: r.u64("tagged_start.epoch")?,
+            comm: r.u64("tagged_start.comm")?,
+            tag: r.u64("tagged_start.tag")?,
+            seq: r.u64("tagged_start.seq")?,
+            total: r.u64("tagged_start.total")?,
+        })
+    }
+}
+
+/// The bytes at `offset` of the message a [`TaggedStart`] opened. Parts of one message
+/// arrive in order and back to back; parts of different messages may interleave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedPart {
+    /// The sender's epoch when it encoded this part.
+    pub epoch: u64,
+    /// The message's communicator.
+    pub comm: u64,
+    /// The message's tag.
+    pub tag: u64,
+    /// The message's sequence number.
+    pub seq: u64,
+    /// Where in the message `payload` goes.
+    pub offset: u64,
+    /// The bytes; the bulk field.
+    pub payload: Bytes,
+}
+
+impl TaggedPart {
+    /// Bytes of a part's payload before its data: epoch, comm, tag, seq, offset, length.
+    pub const OVERHEAD: usize = 8 + 8 + 8 + 8 + 8 + 4;
+}
+
+impl Body for TaggedPart {
+    fn body_len(&self) -> usize {
+        8 + 8 + 8 + 8 + 8 + wire::bytes_len(&self.payload)
+    }
+
+    fn encode_fields(&self, out: &mut BytesMut) {
+        out.put_u64_le(self.epoch);
+        out.put_u64_le(self.comm);
+        out.put_u64_le(self.tag);
+        out.put_u64_le(self.seq);
+        out.put_u64_le(self.offset);
+        wire::put_len(out, self.payload.len());
+    }
+
+    fn bulk(&self) -> &[Bytes] {
+        std::slice::from_ref(&self.payload)
+    }
+}
+
+impl WireMessage for TaggedPart {
+    const KIND: Kind = Kind::TAGGED_PART;
+
+    fn decode_body(r: &mut Reader, _limits: &Limits) -> Result<Self, DecodeError> {
+        Ok(TaggedPart {
+            epoch: r.u64("tagged_part.epoch")?,
+            comm: r.u64("tagged_part.comm")?,
+            tag: r.u64("tagged_part.tag")?,
+            seq: r.u64("tagged_part.seq")?,
+            offset: r.u64("tagged_part.offset")?,
+            payload: r.bytes("tagged_part.payload", u32::MAX)?,
+        })
+    }
+}
+
 /// A remote call of a function registered under `fn_id` on the receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcRequest {
@@ -107,7 +211,8 @@ code_enum! {
         BadRequest = 3,
         /// The receiver refused the call for lack of capacity; retrying later may work.
         Overloaded = 4,
-        /// The receiver is shutting down.
+        /// The receiver no longer serves calls: it is shutting down, or its cluster
+        /// aborted after a failure (the abort policy).
         ShuttingDown = 5,
     }
 }
@@ -214,6 +319,41 @@ mod tests {
         );
         prefix.extend_from_slice(&bulk.to_bytes());
         assert_eq!(prefix.freeze(), message.to_frame());
+    }
+
+    #[test]
+    fn tagged_start_and_part_layouts_are_pinned() {
+        let start = Message::TaggedStart(TaggedStart {
+            epoch: 1,
+            comm: 0x0607,
+            tag: 0x0203,
+            seq: 4,
+            total: 0x0500_0000,
+        });
+        let mut want = vec![b'N', b'X', 2, 0x25, 0, 40, 0, 0, 0];
+        want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[7, 6, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[3, 2, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[4, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0]);
+        assert_eq!(&start.to_frame()[..], &want[..]);
+
+        let part = Message::TaggedPart(TaggedPart {
+            epoch: 1,
+            comm: 9,
+            tag: 2,
+            seq: 3,
+            offset: 0x0100_0000,
+            payload: Bytes::from_static(b"ab"),
+        });
+        let mut want = vec![b'N', b'X', 2, 0x26, 0, 46, 0, 0, 0];
+        for field in [1u8, 9, 2, 3] {
+            want.extend_from_slice(&[field, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        want.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        want.extend_from_slice(&[2, 0, 0, 0, b'a', b'b']);
+        assert_eq!(&part.to_frame()[..], &want[..]);
+        assert_eq!(part.payload_len(), TaggedPart::OVERHEAD + 2);
     }
 
     #[test]

@@ -68,11 +68,9 @@ pub fn run_collective(
                 now,
                 OpId(0),
                 CommId::WORLD,
-                kind,
-                op,
-                root,
-                count,
+                (kind, op, root, count),
                 input,
+                None,
                 &mut out,
             )
             .map_err(|e| LoopbackError::Refused {

@@ -6,6 +6,7 @@
 //! checking every chunk against it before storing it, and reduces in plan order so the
 //! results are bit-identical on every rank and in every run.
 
+pub mod bucket;
 pub mod buffer;
 mod comm;
 pub(crate) mod exec;

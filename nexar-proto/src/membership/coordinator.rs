@@ -18,7 +18,7 @@
 //! Under the abort policy nothing recovers, so the seed takes no votes at all: a member
 //! cannot turn a cluster that is meant to stop into one that shrinks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,12 @@ pub(crate) struct Coordinator {
     /// After a restart: members not back by then are treated as silent.
     grace: Option<Instant>,
     heartbeat_timeout: Duration,
+    /// Members that closed their seed connection to dial again (they stopped hearing
+    /// us), by member id: suspected if not back by the deadline.
+    away: BTreeMap<u32, Instant>,
+    /// The last recovery verdict and the keys of the ranks it evicted (by old rank): an
+    /// evicted member that missed it and dials again is told (see `evicted_again`).
+    pub(crate) last_verdict: Option<(RecoveryAgreed, BTreeMap<u32, [u8; 32]>)>,
 }
 
 impl Coordinator {
@@ -111,6 +117,8 @@ impl Coordinator {
             next_member: 0,
             grace: None,
             heartbeat_timeout,
+            away: BTreeMap::new(),
+            last_verdict: None,
         }
     }
 
@@ -122,6 +130,12 @@ impl Coordinator {
         self.epoch = epoch;
         self.next_member = members.iter().map(|m| m.id + 1).max().unwrap_or(0);
         self.members = members;
+    }
+
+    /// The open recovery round, if any (for a simulation's report).
+    #[cfg(feature = "sim")]
+    pub(crate) fn round_state(&self) -> Option<&Round> {
+        self.round.as_ref()
     }
 
     pub(crate) fn members(&self) -> &[Member] {
@@ -219,15 +233,47 @@ impl Coordinator {
         }
     }
 
-    /// A member's connection to the seed ended.
-    pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId) -> Vec<Action> {
+    /// A member's connection to the seed ended. Within a grace period (after a restart,
+    /// or after the seed itself slept) the member is only away: members redial a seed
+    /// they stopped hearing, and the ones not back when the grace ends are suspected.
+    /// `redialling`: the member closed it itself because it stopped hearing us; it is
+    /// dialling again, and suspected only if not back within a recovery's time.
+    pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId, redialling: bool) -> Vec<Action> {
         self.liveness.untrack(conn);
         if self.evicted.remove(&conn) {
             return Vec::new();
         }
         match self.rank_of(conn) {
+            Some(rank) if self.grace.is_some() => {
+                self.members[rank as usize].conn = None;
+                Vec::new()
+            }
+            Some(rank) if redialling => {
+                let m = &mut self.members[rank as usize];
+                m.conn = None;
+                let back_by = now + self.heartbeat_timeout + self.recovery_timeout;
+                self.away.insert(m.id, back_by);
+                Vec::new()
+            }
             Some(rank) => self.suspect(now, rank),
             None => Vec::new(),
+        }
+    }
+
+    /// The seed's last input was at `last` and this one is at `now`: past
+    /// `heartbeat_timeout`, the seed was not running (see `Node::input_clock`), and the
+    /// silence and broken connections it finds now are its own doing. Every member gets
+    /// a fresh window, and a grace period to reconnect, as after a restart.
+    pub(crate) fn woke(&mut self, last: Instant, now: Instant) {
+        if self.members.is_empty() || now.saturating_duration_since(last) <= self.heartbeat_timeout
+        {
+            return;
+        }
+        self.liveness.refresh(now);
+        let until = now + self.recovery_timeout + self.heartbeat_timeout;
+        self.grace = Some(self.grace.map_or(until, |g| g.max(until)));
+        if let Some(deadline) = self.round.as_mut().and_then(|r| r.deadline.as_mut()) {
+            *deadline = (*deadline).max(now + self.recovery_timeout);
         }
     }
 
@@ -250,17 +296,46 @@ impl Coordinator {
             }
         }
         actions.extend(self.end_grace(now));
+        actions.extend(self.end_away(now));
         actions.extend(self.progress(now));
         actions
     }
 
+    /// Members that went away to redial and are not back by their deadline are down.
+    fn end_away(&mut self, now: Instant) -> Vec<Action> {
+        let due: Vec<u32> = self
+            .away
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut actions = Vec::new();
+        for id in due {
+            self.away.remove(&id);
+            if let Some(rank) = self.members.iter().position(|m| m.id == id) {
+                actions.extend(self.suspect(now, rank as u32));
+            }
+        }
+        actions
+    }
+
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let world = self.members.len() as u32;
+        // The round's deadline counts the silent dead; once nobody is silent (all voted,
+        // or the deadline came and killed them) it has nothing left to do, and a past
+        // deadline still returned here would have the driver call back at once, forever.
+        let deadline = self
+            .round
+            .as_ref()
+            .filter(|r| !r.silent(world).is_empty())
+            .and_then(|r| r.deadline);
         self.liveness
             .poll_timeout(true)
             .into_iter()
-            .chain(self.round.as_ref().and_then(|r| r.deadline))
+            .chain(deadline)
             .chain(self.round.as_ref().and_then(Round::next_probe))
             .chain(self.grace)
+            .chain(self.away.values().copied())
             .min()
     }
 
@@ -301,6 +376,8 @@ impl Coordinator {
         }
         self.liveness.track(conn, now);
         self.down.remove(&rank);
+        let id = m.id;
+        self.away.remove(&id);
         match &self.round {
             Some(round)
                 if round.called()
@@ -430,11 +507,12 @@ impl Coordinator {
             return Vec::new();
         };
         let new_epoch = self.epoch + 1;
-        let verdict = Message::RecoveryAgreed(RecoveryAgreed {
+        let agreed = RecoveryAgreed {
             old_epoch: self.epoch,
             new_epoch,
             dead: round.dead.iter().copied().collect(),
-        });
+        };
+        let verdict = Message::RecoveryAgreed(agreed.clone());
         let mut actions: Vec<Action> = self
             .members
             .iter()
@@ -445,6 +523,12 @@ impl Coordinator {
             })
             .collect();
         let members = std::mem::take(&mut self.members);
+        let keys = round
+            .dead
+            .iter()
+            .filter_map(|&r| Some((r, members.get(r as usize)?.key_sha256)))
+            .collect();
+        self.last_verdict = Some((agreed, keys));
         for (rank, m) in members.into_iter().enumerate() {
             if round.dead.contains(&(rank as u32)) {
                 if let Some(conn) = m.conn {

@@ -8,7 +8,8 @@
 //! member, leavers included, and a `Welcome` for the new epoch to each joiner. Stayers
 //! keep their order and come first; joiners take the ranks after them, in queue order,
 //! with fresh member ids (never reused), so their certificates can never be taken for
-//! anyone who was a member before.
+//! anyone who was a member before. A checkpoint that would leave fewer members than
+//! `NodeConfig::min_world_size` waits for joiners instead of being agreed.
 
 use std::time::Instant;
 
@@ -88,6 +89,46 @@ impl SeedState {
         self.coord.returning(key, Some(entry.new_rank))
     }
 
+    /// A member that left at the last checkpoint dials again, naming its old rank: its
+    /// seed connection broke before the agreement reached it, so it still waits for its
+    /// `leave()`. It gets the agreement, which tells it it left. Queued as a joiner
+    /// instead, it would be admitted at the next checkpoint and never come, and the
+    /// others would wait for it.
+    pub(super) fn left_again(
+        &mut self,
+        conn: ConnId,
+        key: &[u8; 32],
+        old: Option<u32>,
+    ) -> Option<Vec<Action>> {
+        let Some(Message::CheckpointAgreed(a)) = &self.last_agreed else {
+            return None;
+        };
+        if a.new_epoch != self.coord.epoch() || self.last_leavers.get(&old?) != Some(key) {
+            return None;
+        }
+        let msg = Message::CheckpointAgreed(a.clone());
+        self.take_joiner(conn);
+        Some(vec![Action::Send { conn, msg }])
+    }
+
+    /// A member the last recovery evicted dials again, naming its old rank: it missed the
+    /// verdict (cut off, or paused, while it was decided). It gets the verdict, which
+    /// tells it it is out, rather than a place in the queue it would never take.
+    pub(super) fn evicted_again(
+        &mut self,
+        conn: ConnId,
+        key: &[u8; 32],
+        old: Option<u32>,
+    ) -> Option<Vec<Action>> {
+        let (verdict, keys) = self.coord.last_verdict.as_ref()?;
+        if keys.get(&old?) != Some(key) {
+            return None;
+        }
+        let msg = Message::RecoveryAgreed(verdict.clone());
+        self.take_joiner(conn);
+        Some(vec![Action::Send { conn, msg }])
+    }
+
     /// Apply the checkpoint if every member asked for it.
     pub(super) fn try_checkpoint(&mut self, now: Instant) -> Vec<Action> {
         if !self.coord.checkpoint_due() {
@@ -100,6 +141,11 @@ impl SeedState {
         let (max_world, _) = self.elastic_limits();
         let room = (max_world as usize).saturating_sub(stay);
         let take = self.coord.pending.len().min(room);
+        if ((stay + take) as u64) < u64::from(self.min_world_size) {
+            // Below the minimum: the requests stay recorded, and the next joiner queued
+            // (`queue_join`) tries again.
+            return Vec::new();
+        }
         let joiners: Vec<PendingJoin> = self.coord.pending.drain(..take).collect();
         let changed = !leaving.is_empty() || !joiners.is_empty();
         let new_epoch = if changed { old_epoch + 1 } else { old_epoch };
@@ -165,6 +211,10 @@ impl SeedState {
             leavers: leaving.iter().copied().collect(),
         });
         self.last_agreed = Some(agreed.clone());
+        self.last_leavers = leaving
+            .iter()
+            .filter_map(|&r| Some((r, members.get(r as usize)?.key_sha256)))
+            .collect();
         let mut actions: Vec<Action> = members
             .iter()
             .filter_map(|m| m.conn)

@@ -13,6 +13,7 @@ pub(crate) mod proof;
 mod restart;
 mod round;
 pub(crate) mod seed;
+mod seed_silence;
 pub(crate) mod view;
 pub(crate) mod worker;
 
@@ -31,6 +32,15 @@ pub(crate) const CLOSE_REJECT_BASE: u64 = 0x100;
 /// Application close code of a member that left at a checkpoint: its peers take the
 /// loss as the departure the agreement announced, not as a failure.
 pub(crate) const CLOSE_LEFT: u64 = 0x5;
+
+/// Application close code of a rank that aborted (the abort policy) because another rank
+/// was lost; the reason bytes hold that rank (u32, little-endian). Its peers abort too,
+/// naming the same rank.
+pub(crate) const CLOSE_ABORTED: u64 = 0x8;
+
+/// Application close code of a member closing its seed connection because it stopped
+/// hearing the seed: it is dialling again, so the seed waits for it before suspecting it.
+pub(crate) const CLOSE_REDIAL: u64 = 0x9;
 
 /// What a membership state machine asks the node to do.
 #[derive(Debug)]

@@ -46,6 +46,8 @@ pub(crate) struct SeedState {
     formed: bool,
     max_world_size: u32,
     max_pending_joins: usize,
+    /// A checkpoint never leaves fewer members than this (`NodeConfig::min_world_size`).
+    pub(super) min_world_size: u32,
     /// What the seed was built from, for its snapshot.
     pub(super) origin: Option<super::restart::Origin>,
     /// The connection whose join proof the last message passed, for the node to tell
@@ -53,6 +55,28 @@ pub(crate) struct SeedState {
     just_proven: Option<ConnId>,
     /// The last checkpoint agreement, for members that ask again for its epoch.
     pub(super) last_agreed: Option<Message>,
+    /// The keys of the members that left at the last checkpoint, by their old rank: one
+    /// that missed the agreement dials again and is told it left (see `left_again`).
+    pub(super) last_leavers: BTreeMap<u32, [u8; 32]>,
+}
+
+impl SeedState {
+    /// Where the seed's membership stands, for a failing simulation's report.
+    #[cfg(feature = "sim")]
+    pub(crate) fn describe(&self) -> String {
+        let c = &self.coord;
+        let conns: Vec<bool> = c.members().iter().map(|m| m.conn.is_some()).collect();
+        format!(
+            "seed: formed {}, epoch {}, members connected {conns:?}, round {:?}, \
+             requested {:?}, leaving {:?}, pending joins {}",
+            self.formed,
+            c.epoch(),
+            c.round_state(),
+            c.requested,
+            c.leaving,
+            c.pending.len(),
+        )
+    }
 }
 
 impl std::fmt::Debug for SeedState {
@@ -77,6 +101,7 @@ impl SeedState {
         Self {
             max_world_size: world_size,
             max_pending_joins: 0,
+            min_world_size: 0,
             world_size,
             secret,
             ca,
@@ -90,6 +115,7 @@ impl SeedState {
             origin: None,
             just_proven: None,
             last_agreed: None,
+            last_leavers: BTreeMap::new(),
         }
     }
 
@@ -133,8 +159,10 @@ impl SeedState {
     }
 
     /// Joiners still in progress (for stats and tests).
+    /// Joiners still handshaking or proving the secret, and those queued for the next
+    /// checkpoint.
     pub(crate) fn pending_joiners(&self) -> usize {
-        self.joiners.len()
+        self.joiners.len() + self.coord.pending.len()
     }
 
     pub(crate) fn on_incoming(&mut self, now: Instant, conn: ConnId, remote: SocketAddr) {
@@ -196,6 +224,12 @@ impl SeedState {
                 self.joiners.remove(&conn);
                 return self.coord.reattach(now, rank, conn);
             }
+            if let Some(actions) = self.left_again(conn, &key, hello.requested_rank) {
+                return actions;
+            }
+            if let Some(actions) = self.evicted_again(conn, &key, hello.requested_rank) {
+                return actions;
+            }
             // Ranks are assigned at the checkpoint; a requested one cannot be honoured.
             if self.ca.sign_request(&hello.csr_der, 0, 0).is_err() {
                 return self.reject(conn, RejectReason::BadCertificateRequest, 0);
@@ -242,11 +276,11 @@ impl SeedState {
         }
     }
 
-    pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId) -> Vec<Action> {
+    pub(crate) fn on_lost(&mut self, now: Instant, conn: ConnId, redialling: bool) -> Vec<Action> {
         // A joiner that leaves before formation (or before its checkpoint) frees its slot.
         self.joiners.remove(&conn);
         self.coord.drop_pending(conn);
-        let mut actions = self.coord.on_lost(now, conn);
+        let mut actions = self.coord.on_lost(now, conn, redialling);
         actions.extend(self.try_checkpoint(now));
         actions
     }
@@ -256,10 +290,23 @@ impl SeedState {
         (self.max_world_size, self.max_pending_joins)
     }
 
-    /// Set the elastic limits (from `SeedConfig`).
-    pub(crate) fn set_elastic_limits(&mut self, max_world_size: u32, max_pending_joins: usize) {
+    /// Set the elastic limits (from `SeedConfig`, and the minimum from `NodeConfig`).
+    pub(crate) fn set_elastic_limits(
+        &mut self,
+        max_world_size: u32,
+        max_pending_joins: usize,
+        min_world_size: u32,
+    ) -> Result<(), crate::error::ConfigError> {
         self.max_world_size = max_world_size.max(self.world_size);
         self.max_pending_joins = max_pending_joins;
+        if min_world_size > self.max_world_size {
+            return Err(crate::error::ConfigError::MinWorldSize {
+                min: min_world_size,
+                max: self.max_world_size,
+            });
+        }
+        self.min_world_size = min_world_size;
+        Ok(())
     }
 
     /// Refuse a joiner (it is told why; nobody else is affected).

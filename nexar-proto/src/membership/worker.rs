@@ -82,6 +82,8 @@ pub(crate) struct WorkerState {
     deadline: Instant,
     /// Boxed: the worker's state lives inline in the node's role.
     seed: Box<SeedDial>,
+    /// Until the seed first answers: the warning and the `join_timeout`.
+    silence: Box<super::seed_silence::SeedSilence>,
     /// The instant of the latest `dial_due`, which stamps the dials it asked for.
     pub(super) now: Instant,
     hello: Hello,
@@ -91,12 +93,22 @@ pub(crate) struct WorkerState {
 }
 
 impl WorkerState {
-    /// `hello` is complete except for the proof, which needs the live TLS session.
-    pub(crate) fn new(ticket: JoinTicket, hello: Hello, now: Instant, deadline: Instant) -> Self {
+    /// `hello` is complete except for the proof, which needs the live TLS session. The
+    /// join fails at `deadline` (formation), or after `join_timeout` if the seed never
+    /// answered at all.
+    pub(crate) fn new(
+        ticket: JoinTicket,
+        hello: Hello,
+        now: Instant,
+        deadline: Instant,
+        join_timeout: Duration,
+    ) -> Self {
+        let silence = super::seed_silence::SeedSilence::new(ticket.addr, now, join_timeout);
         Self {
             phase: Phase::Joining,
             seed_conn: None,
             deadline,
+            silence: Box::new(silence),
             seed: Box::new(SeedDial {
                 ticket,
                 retry: None,
@@ -118,6 +130,11 @@ impl WorkerState {
 
     pub(crate) fn seed_conn(&self) -> Option<ConnId> {
         self.seed_conn
+    }
+
+    /// A datagram arrived on the seed connection: the seed is there.
+    pub(crate) fn seed_heard(&mut self) {
+        self.silence.heard();
     }
 
     pub(crate) fn membership(&self) -> Option<&Membership> {
@@ -307,6 +324,11 @@ impl WorkerState {
         if !matches!(self.phase, Phase::Joining | Phase::Meshing) {
             return Vec::new();
         }
+        if matches!(self.phase, Phase::Joining) {
+            if let Some(error) = self.silence.check(now, self.deadline) {
+                return self.fail_with(error);
+            }
+        }
         if now >= self.deadline {
             let missing = self
                 .links
@@ -333,6 +355,7 @@ impl WorkerState {
                 links
                     .chain(self.seed.retry)
                     .chain(self.seed.abandon)
+                    .chain(self.silence.poll_timeout())
                     .chain(std::iter::once(self.deadline))
                     .min()
             }
@@ -409,6 +432,12 @@ impl WorkerState {
         m.rank = me;
         m.world_size = map.len() as u32;
         m.epoch = new_epoch;
+    }
+
+    /// After an epoch change while still meshing: the links to ranks that are gone no
+    /// longer count, so the mesh may be complete now.
+    pub(crate) fn mesh_settled(&mut self) -> Vec<Action> {
+        self.check_ready()
     }
 
     /// Members who join at a checkpoint: (rank, member id, address). They have the ranks

@@ -187,6 +187,7 @@ impl Node {
             left: agreed.leavers.clone(),
             joined: joiners.iter().map(|j| j.0).collect(),
         });
+        self.settle_mesh(now);
         if let Some(cp) = &mut self.motion.checkpoint {
             cp.meshing = true;
         }

@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{send_error, Node};
-use crate::codec::{CollectiveKind, Message, ReduceOp, RpcStatus, Tagged};
+use super::Node;
+use crate::codec::{CollectiveKind, ReduceOp, RpcStatus};
 use crate::collective::{Buffer, CommId};
 use crate::error::CommandError;
 use crate::event::{Event, OpId, Outcome};
 use crate::rpc::RpcRequestId;
-use crate::transport::StreamClass;
 
 /// What a node is asked to do. Each accepted command returns an [`OpId`]; its result
 /// arrives later as [`Event::Completed`] with that id.
@@ -72,6 +71,11 @@ pub enum Command {
         count: usize,
         /// This rank's input.
         input: Buffer,
+        /// Fail with `OpError::Timeout` if not finished within this; `None`: the node's
+        /// `collective_timeout`. Per call, because one step of a job (a barrier before a
+        /// checkpoint, a probe of the cluster's health) may deserve a shorter wait than
+        /// the bulk of its collectives.
+        timeout: Option<Duration>,
     },
     /// MPI_Comm_split over `comm`: ranks passing the same `color` form a new
     /// communicator, ordered by (`key`, parent rank); `None` joins none.
@@ -99,8 +103,8 @@ pub enum Command {
     /// `payload`. Completes with `Outcome::Rpc` carrying the answer, or fails with
     /// `OpError::RpcFailed` (the target answered another status: unknown function,
     /// handler error, overloaded), `OpError::PeerLost` (the target is gone) or
-    /// `OpError::RpcTimeout` (no answer within `timeout`; `None` waits until an answer
-    /// or the target's loss).
+    /// `OpError::RpcTimeout` (no answer within `timeout`, or `NodeConfig::rpc_timeout`
+    /// if `None`).
     Rpc {
         /// The target rank.
         to: u32,
@@ -108,7 +112,8 @@ pub enum Command {
         fn_id: u32,
         /// The arguments (at most `Node::max_rpc_payload` bytes).
         payload: Bytes,
-        /// How long to wait for the answer.
+        /// How long to wait for the answer (`OpError::RpcTimeout` past it); `None`: the
+        /// node's `NodeConfig::rpc_timeout`.
         timeout: Option<Duration>,
     },
     /// Answer the request of an `Event::RpcRequest`. `status` other than `Ok` fails the
@@ -142,7 +147,7 @@ impl Node {
             Err(CommandError::Recovering) if membership => false,
             other => other?,
         };
-        self.ready_membership()?;
+        self.membership_for(&command)?;
         let op = self.op();
         let result = if matches!(command, Command::Recover) {
             self.recover(now, op)
@@ -161,6 +166,19 @@ impl Node {
         result.map(|()| op)
     }
 
+    /// The membership `command` runs on. Work needs a ready node (its mesh complete); an
+    /// answer and a recovery only need a rank: a joiner still meshing can be asked already
+    /// (by a peer whose link to it is up), and it is told of a death (by the seed's call)
+    /// while it waits for a link to the dead rank that will never come up.
+    fn membership_for(&self, command: &Command) -> Result<(u32, u32, u64), CommandError> {
+        match command {
+            Command::RpcRespond { .. } | Command::Recover => {
+                self.membership_now().ok_or(CommandError::NotReady)
+            }
+            _ => self.ready_membership(),
+        }
+    }
+
     /// Run a command under the id `op` on the current membership.
     pub(super) fn start(
         &mut self,
@@ -168,7 +186,7 @@ impl Node {
         op: OpId,
         command: Command,
     ) -> Result<(), CommandError> {
-        let (me, world, epoch) = self.ready_membership()?;
+        let (me, world, epoch) = self.membership_for(&command)?;
         match command {
             Command::Send {
                 comm,
@@ -177,18 +195,20 @@ impl Node {
                 data,
             } => {
                 let peer = self.p2p_peer(comm, to, world)?;
-                self.start_send(now, (me, epoch), (peer, comm.0, tag), data)?;
-                self.events.push_back(Event::Completed {
-                    op,
-                    outcome: Ok(Outcome::Sent),
-                });
+                if self.start_send(now, op, (me, epoch), (peer, comm.0, tag), data)? {
+                    self.events.push_back(Event::Completed {
+                        op,
+                        outcome: Ok(Outcome::Sent),
+                    });
+                }
             }
             Command::Recv { comm, from, tag } => {
                 let peer = self.p2p_peer(comm, from, world)?;
                 if let Some(event) = self.p2p.post(op, (peer, comm.0, tag), from) {
                     self.events.push_back(event);
-                    self.resume_reading(peer);
                 }
+                // Claiming a message, whole or still arriving in parts, releases budget.
+                self.resume_reading(peer);
             }
             Command::Collective {
                 comm,
@@ -197,10 +217,12 @@ impl Node {
                 root,
                 count,
                 input,
+                timeout,
             } => {
                 let mut out = Vec::new();
                 let exec = self.exec.as_mut().ok_or(CommandError::NotReady)?;
-                exec.start(now, op, comm, kind, reduce, root, count, input, &mut out)?;
+                let call = (kind, reduce, root, count);
+                exec.start(now, op, comm, call, input, timeout, &mut out)?;
                 self.apply_exec(out);
             }
             Command::Split { comm, color, key } => {
@@ -233,16 +255,17 @@ impl Node {
 
 impl Node {
     /// Send `data` to world rank `key.0` on communicator `key.1` under tag `key.2`, from
-    /// world rank `me` in `epoch`.
+    /// world rank `me` in `epoch`. Returns whether the send is complete already (a
+    /// message in parts completes `op` once its last part is out).
     fn start_send(
         &mut self,
         now: Instant,
+        op: OpId,
         (me, epoch): (u32, u64),
         key: (u32, u64, u64),
         data: Bytes,
-    ) -> Result<(), CommandError> {
-        let (peer, comm, tag) = key;
-        // A frame over the decoder's limit would be refused by the receiver and cut the
+    ) -> Result<bool, CommandError> {
+        // A message over the maximum would be refused by the receiver and cut the
         // connection: refuse it here, typed, before anything is queued.
         let limit = self.max_message();
         if data.len() > limit {
@@ -251,28 +274,12 @@ impl Node {
                 limit,
             });
         }
-        if peer == me {
+        if key.0 == me {
             let seq = self.p2p.next_seq(key);
             self.deliver_tagged(now, key, seq, data);
-            return Ok(());
+            return Ok(true);
         }
-        let conn = self.conn_of(peer)?;
-        // Take the number only once the frame is queued: a refused send must leave no
-        // gap, which the receiver would take for a broken peer.
-        let seq = self.p2p.peek_seq(key);
-        let frame = Message::Tagged(Tagged {
-            epoch,
-            comm,
-            tag,
-            seq,
-            payload: data,
-        })
-        .to_frame();
-        self.transport
-            .send(conn, StreamClass::P2p, frame)
-            .map_err(|e| send_error(peer, e))?;
-        self.p2p.next_seq(key);
-        Ok(())
+        self.send_tagged(op, key, epoch, data)
     }
 
     /// The world rank of rank `rank` of `comm`, for a point-to-point command.

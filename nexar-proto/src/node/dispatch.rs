@@ -12,14 +12,13 @@ use crate::crypto::{rank_from_cert, rank_server_name, BOOTSTRAP_SERVER_NAME};
 use crate::error::JoinError;
 use crate::event::{Event, OpId};
 use crate::membership::{proof, Action};
-use crate::p2p::ArrivalError;
 use crate::transport::{ConnId, StreamClass, TransportEvent};
 
 /// Application close code for a peer that broke the protocol after joining.
 const CLOSE_PROTOCOL: u64 = 0x3;
 
 /// Per peer, the most encoded collective bytes waiting beyond QUIC's send buffer.
-const SEND_AHEAD: usize = 512 << 10;
+pub(super) const SEND_AHEAD: usize = 512 << 10;
 
 impl Node {
     /// Drain everything the transport has to say, feeding the role, until quiet.
@@ -44,6 +43,7 @@ impl Node {
             }
             // Collective chunks waiting for room: QUIC may have taken what was queued.
             self.pump_collective_sends();
+            self.pump_p2p_sends();
             if self.transport.has_events() {
                 continue;
             }
@@ -64,7 +64,9 @@ impl Node {
     #[doc(hidden)]
     pub fn send_raw(&mut self, rank: u32, msg: &Message) -> bool {
         let class = match msg {
-            Message::Tagged(_) => StreamClass::P2p,
+            Message::Tagged(_) | Message::TaggedStart(_) | Message::TaggedPart(_) => {
+                StreamClass::P2p
+            }
             Message::Chunk(_) => StreamClass::Collective,
             Message::RpcRequest(_) | Message::RpcResponse(_) => StreamClass::Rpc,
             _ => StreamClass::Control,
@@ -133,7 +135,14 @@ impl Node {
                 actions
             }
             TransportEvent::Malformed { conn, error } => state.on_malformed(conn, &error),
-            TransportEvent::Lost { conn, .. } => state.on_lost(now, conn),
+            TransportEvent::Lost { conn, reason } => {
+                let redialling = matches!(
+                    reason,
+                    crate::transport::LostReason::ClosedByPeer { code, .. }
+                        if code == crate::membership::CLOSE_REDIAL
+                );
+                state.on_lost(now, conn, redialling)
+            }
         }
     }
 
@@ -173,6 +182,19 @@ impl Node {
                         self.deliver_tagged(now, (from, t.comm, t.tag), t.seq, t.payload);
                         Vec::new()
                     }
+                    (StreamClass::P2p, Message::TaggedStart(t)) if t.epoch == epoch => {
+                        let key = (from, t.comm, t.tag);
+                        let arrival = self.p2p.on_start(key, t.seq, t.total);
+                        self.on_p2p_arrival(now, from, arrival);
+                        Vec::new()
+                    }
+                    // `intercept` let it through: its message is arriving here.
+                    (StreamClass::P2p, Message::TaggedPart(t)) => {
+                        let key = (from, t.comm, t.tag);
+                        let arrival = self.p2p.on_part(key, t.seq, t.offset, t.payload);
+                        self.on_p2p_arrival(now, from, arrival);
+                        Vec::new()
+                    }
                     (StreamClass::Collective, Message::Chunk(chunk)) => {
                         let mut out = Vec::new();
                         if let Some(exec) = &mut self.exec {
@@ -209,9 +231,22 @@ impl Node {
                     crate::transport::LostReason::ClosedByPeer { code, .. }
                         if code == crate::membership::CLOSE_LEFT
                 );
+                let aborted = match &reason {
+                    crate::transport::LostReason::ClosedByPeer { code, reason }
+                        if *code == crate::membership::CLOSE_ABORTED =>
+                    {
+                        <[u8; 4]>::try_from(reason.as_ref())
+                            .ok()
+                            .map(u32::from_le_bytes)
+                    }
+                    _ => None,
+                };
                 match lost_rank {
                     // It left at a checkpoint whose agreement is on its way to us.
                     Some(_) if left => {}
+                    Some(rank) if aborted.is_some() => {
+                        self.relayed_abort(now, rank, aborted.unwrap_or(rank))
+                    }
                     Some(rank) => {
                         self.peer_down(now, rank, crate::event::DownReason::ConnectionLost)
                     }
@@ -327,45 +362,7 @@ impl Node {
         }
     }
 
-    /// A tagged message from world rank `key.0` (possibly ourselves) on communicator
-    /// `key.1` under tag `key.2` arrived in order.
-    pub(super) fn deliver_tagged(
-        &mut self,
-        now: Instant,
-        key: (u32, u64, u64),
-        seq: u64,
-        data: Bytes,
-    ) {
-        let from = key.0;
-        match self.p2p.on_arrival(key, seq, data) {
-            Ok(Some(event)) => self.events.push_back(event),
-            Ok(None) => {
-                if self.p2p.unmatched_bytes(from) > self.max_unmatched {
-                    if let Ok(conn) = self.conn_of(from) {
-                        self.transport.set_reading(conn, StreamClass::P2p, false);
-                    }
-                }
-            }
-            Err(ArrivalError::OutOfSequence { .. }) => {
-                // QUIC delivers a stream once and in order, so a gap means the peer is
-                // broken or hostile: cut it off rather than guess.
-                if let Ok(conn) = self.conn_of(from) {
-                    self.close_conn(now, conn);
-                }
-            }
-        }
-    }
-
-    /// A receive consumed buffered bytes from `from`; read its stream again if we stopped.
-    pub(super) fn resume_reading(&mut self, from: u32) {
-        if self.p2p.unmatched_bytes(from) <= self.max_unmatched {
-            if let Ok(conn) = self.conn_of(from) {
-                self.transport.set_reading(conn, StreamClass::P2p, true);
-            }
-        }
-    }
-
-    fn close_conn(&mut self, now: Instant, conn: ConnId) {
+    pub(super) fn close_conn(&mut self, now: Instant, conn: ConnId) {
         self.transport.close(
             now,
             conn,

@@ -4,10 +4,12 @@
 //! membership (the seed's joiners or the worker's join and mesh) and tagged
 //! point-to-point. It does no I/O; see the crate docs for the run-loop contract.
 
+mod abort;
 mod checkpoint;
 mod command;
 mod dispatch;
 mod motion;
+mod p2p;
 mod restart;
 mod rpc;
 #[cfg(feature = "sim")]
@@ -16,7 +18,7 @@ mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -56,7 +58,8 @@ pub struct NodeStats {
     pub buffered_bytes: usize,
     /// Open QUIC connections (including those closing).
     pub connections: usize,
-    /// Seed: joiners not yet welcomed or rejected.
+    /// Seed: joiners not yet welcomed or rejected (handshaking, or queued for the next
+    /// checkpoint).
     pub pending_joiners: usize,
     /// Worker: bytes of tagged messages received that no receive has claimed yet, each
     /// counted as its payload plus a fixed overhead.
@@ -111,6 +114,8 @@ pub struct Node {
     max_frame_len: u32,
     p2p: P2p,
     rpc: Rpc,
+    /// The deadline of an RPC that names none (`NodeConfig::rpc_timeout`).
+    rpc_timeout: Option<Duration>,
     /// Runs collectives; exists once the worker is ready.
     exec: Option<Executor>,
     exec_config: ExecConfig,
@@ -165,7 +170,11 @@ impl Node {
             config.join_timeout,
             coord,
         );
-        state.set_elastic_limits(seed.max_world_size, seed.max_pending_joins);
+        state.set_elastic_limits(
+            seed.max_world_size,
+            seed.max_pending_joins,
+            config.min_world_size,
+        )?;
         state.set_origin(crate::membership::Origin {
             rng_seed: config.rng_seed,
             unix_time: config.unix_time,
@@ -205,7 +214,7 @@ impl Node {
             incarnation: config.incarnation,
         };
         let deadline = now + config.formation_timeout;
-        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline);
+        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline, config.join_timeout);
         let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
         let client = tls.bootstrap_client_config(ticket.pin)?;
         match transport.connect(now, client, ticket.addr, BOOTSTRAP_SERVER_NAME) {
@@ -234,8 +243,9 @@ impl Node {
             tls,
             max_unmatched: config.max_unmatched_bytes,
             max_frame_len: config.limits.max_frame_len,
-            p2p: P2p::default(),
+            p2p: P2p::new(config.max_message_len),
             rpc: Rpc::new(config.max_rpc_inbound),
+            rpc_timeout: config.rpc_timeout,
             exec: None,
             exec_config: ExecConfig {
                 collective: config.collective.clone(),
@@ -291,8 +301,14 @@ impl Node {
         self.exec.as_ref()?.comm_info(comm)
     }
 
-    /// The largest payload a tagged `Send` accepts (the frame limit less the headers).
+    /// The largest payload a tagged `Send` accepts (`NodeConfig::max_message_len`).
     pub fn max_message(&self) -> usize {
+        self.p2p.max_len()
+    }
+
+    /// The largest tagged message sent in one frame (the frame limit less the headers);
+    /// longer ones travel in parts.
+    pub fn max_single_frame_message(&self) -> usize {
         (self.max_frame_len as usize).saturating_sub(TAGGED_OVERHEAD)
     }
 
@@ -365,15 +381,20 @@ impl Node {
         ecn: Option<u8>,
         data: BytesMut,
     ) {
-        let now = self.clock(now);
-        self.transport.handle_datagram(now, from, ecn, data);
+        let now = self.input_clock(now);
+        let conn = self.transport.handle_datagram(now, from, ecn, data);
+        if let Role::Worker(w) = &mut self.role {
+            if conn.is_some() && conn == w.seed_conn() {
+                w.seed_heard();
+            }
+        }
         self.process(now);
     }
 
     /// The deadline from `poll_timeout` passed; pass the clock reading, not the deadline.
     /// Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock(now);
+        let now = self.input_clock(now);
         self.transport.handle_timeout(now);
         let actions = match &mut self.role {
             Role::Seed { state, .. } => state.handle_timeout(now),
@@ -446,6 +467,20 @@ impl Node {
     }
 
     // ---- internals -----------------------------------------------------------------
+
+    /// The clock for a network input or a timer. A node that is run at all hears a timer
+    /// at least every heartbeat interval once formed, so a longer gap since the last
+    /// input means this process was stopped (a pause, swapping, a debugger): the seed
+    /// then gives its members time to come back before it judges anyone by what it
+    /// could not hear. Workers' liveness handles its own sleep (see `Liveness`).
+    fn input_clock(&mut self, now: Instant) -> Instant {
+        let last = self.now;
+        let now = self.clock(now);
+        if let Role::Seed { state, .. } = &mut self.role {
+            state.coord.woke(last, now);
+        }
+        now
+    }
 
     fn clock(&mut self, now: Instant) -> Instant {
         self.now = self.now.max(now);

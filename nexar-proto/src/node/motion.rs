@@ -46,12 +46,12 @@ pub(super) enum State {
 /// The worker's failure-detection and recovery state.
 #[derive(Debug)]
 pub(super) struct Motion {
-    policy: RecoveryPolicy,
+    pub(super) policy: RecoveryPolicy,
     recovery_wait: Duration,
     liveness: Liveness,
     pub(super) state: State,
     /// Ranks (in the current epoch) found down and not yet resolved by an epoch change.
-    suspected: BTreeSet<u32>,
+    pub(super) suspected: BTreeSet<u32>,
     /// Commands issued after `checkpoint()`, started in order on the new world.
     pub(super) held: VecDeque<(OpId, Command)>,
     /// `Recover` commands waiting for the new epoch.
@@ -151,6 +151,9 @@ impl Motion {
                 Message::Tagged(t) => {
                     t.payload = crate::retain::bytes(std::mem::take(&mut t.payload));
                 }
+                Message::TaggedPart(t) => {
+                    t.payload = crate::retain::bytes(std::mem::take(&mut t.payload));
+                }
                 Message::Chunk(c) => {
                     c.payload = crate::retain::pieces(std::mem::take(&mut c.payload));
                 }
@@ -167,7 +170,7 @@ impl Motion {
         true
     }
 
-    fn clear_future(&mut self) {
+    pub(super) fn clear_future(&mut self) {
         self.future.clear();
         self.future_bytes = 0;
     }
@@ -196,6 +199,7 @@ fn message_len(msg: &Message) -> usize {
     match msg {
         Message::Chunk(c) => c.payload.len(),
         Message::Tagged(t) => t.payload.len(),
+        Message::TaggedPart(t) => t.payload.len(),
         _ => 0,
     }
 }
@@ -334,6 +338,17 @@ impl Node {
             }
             Message::Chunk(c) if *class == StreamClass::Collective => c.header.epoch,
             Message::Tagged(t) => t.epoch,
+            Message::TaggedStart(t) => t.epoch,
+            // A part belongs to its message, which carries the epoch it was sent in:
+            // while that message is arriving here the part goes to it, even if this
+            // node has moved to a later epoch since the message started.
+            Message::TaggedPart(t)
+                if w.rank_of(*conn)
+                    .is_some_and(|from| self.p2p.is_arriving((from, t.comm, t.tag), t.seq)) =>
+            {
+                return Some(event);
+            }
+            Message::TaggedPart(t) => t.epoch,
             _ => return Some(event),
         };
         if msg_epoch < epoch {
@@ -364,25 +379,12 @@ impl Node {
         self.events.push_back(Event::PeerDown { rank, reason });
         match self.motion.state {
             State::Normal => match self.motion.policy {
-                RecoveryPolicy::Abort => self.abort(rank),
+                RecoveryPolicy::Abort => self.abort(now, rank),
                 RecoveryPolicy::Automatic => self.start_recovery(now, Some(rank)),
                 _ => self.fail_waiting_on(rank),
             },
             State::Recovering { .. } => self.send_vote(),
             State::Aborted { .. } | State::Gone => {}
-        }
-    }
-
-    fn abort(&mut self, rank: u32) {
-        self.motion.state = State::Aborted { rank };
-        // Nothing runs any more, so nothing held will ever be due.
-        self.motion.clear_future();
-        self.fail_everything(&OpError::PeerLost { rank });
-        if let Some(cp) = self.motion.checkpoint.take() {
-            self.complete(cp.op, Err(OpError::PeerLost { rank }));
-        }
-        for (op, _) in std::mem::take(&mut self.motion.held) {
-            self.complete(op, Err(OpError::PeerLost { rank }));
         }
     }
 
@@ -444,7 +446,7 @@ impl Node {
         match (self.motion.state, self.motion.policy) {
             (State::Normal, RecoveryPolicy::Abort) => {
                 if let Some(rank) = blamed {
-                    self.abort(rank);
+                    self.abort(now, rank);
                 }
             }
             (State::Normal, _) => self.start_recovery(now, blamed),
@@ -494,7 +496,18 @@ impl Node {
             left: Vec::new(),
             joined: Vec::new(),
         });
+        self.settle_mesh(now);
         self.finish_change(now);
+    }
+
+    /// A joiner still meshing when the epoch changed may have been waiting only for links
+    /// to ranks now gone: it is ready then.
+    pub(super) fn settle_mesh(&mut self, now: Instant) {
+        let actions = match &mut self.role {
+            Role::Worker(w) => w.mesh_settled(),
+            Role::Seed { .. } => Vec::new(),
+        };
+        self.apply(now, actions);
     }
 
     /// Rebuild the per-epoch layers for the membership the worker now holds; `map` takes
@@ -520,7 +533,10 @@ impl Node {
         // Unmatched point-to-point messages belonged to the old numbering (split
         // communicators too): once ranks move, nothing of them is meaningful.
         if reset_p2p {
-            self.p2p = P2p::default();
+            for op in self.p2p.take_all_posted() {
+                self.complete(op, Err(OpError::EpochChanged { epoch }));
+            }
+            self.p2p = P2p::new(self.p2p.max_len());
             self.rpc_reset(&OpError::EpochChanged { epoch });
         } else {
             // The world's ranks stay, but split communicators end with the epoch: their
@@ -600,7 +616,7 @@ impl Node {
     }
 
     /// Fail every collective, posted receive and RPC call with `err`.
-    fn fail_everything(&mut self, err: &OpError) {
+    pub(super) fn fail_everything(&mut self, err: &OpError) {
         self.rpc_reset(err);
         for op in self.p2p.take_all_posted() {
             self.complete(op, Err(err.clone()));

@@ -70,8 +70,12 @@ impl Node {
             return;
         }
         let (_, actions) = w.on_lost(now, conn, &LostReason::ClosedLocally);
-        self.transport
-            .close(now, conn, 0, Bytes::from_static(b"seed silent"));
+        self.transport.close(
+            now,
+            conn,
+            crate::membership::CLOSE_REDIAL,
+            Bytes::from_static(b"seed silent"),
+        );
         self.apply(now, actions);
     }
 }

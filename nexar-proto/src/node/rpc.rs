@@ -54,7 +54,7 @@ impl Node {
         timeout: Option<Duration>,
     ) -> Result<(), CommandError> {
         self.check_rpc_payload(&payload)?;
-        let deadline = timeout.map(|t| now + t);
+        let deadline = timeout.or(self.rpc_timeout).map(|t| now + t);
         if to == me {
             let id = self.rpc.next_id();
             self.rpc.insert_call(id, op, me, fn_id, deadline);
@@ -139,27 +139,44 @@ impl Node {
     /// A request from `from` (possibly ourselves): to the application, or refused here.
     pub(super) fn on_rpc_request(&mut self, from: u32, request: RpcRequest) {
         let RpcRequest { id, fn_id, payload } = request;
-        match self.rpc.on_request(from, id, fn_id, payload) {
+        let admission = if self.serving() {
+            self.rpc.on_request(from, id, fn_id, payload)
+        } else {
+            Admission::Refuse(RpcStatus::ShuttingDown)
+        };
+        match admission {
             Admission::Deliver(event) => self.events.push_back(event),
-            Admission::Refuse(status) => {
-                if Some(from) == self.rank() {
-                    if let Some(event) = self.rpc.on_response(from, id, status, Bytes::new()) {
-                        self.events.push_back(event);
-                    }
-                    return;
-                }
-                let frame = Message::RpcResponse(RpcResponse {
-                    id,
-                    status,
-                    payload: Bytes::new(),
-                })
-                .to_frame();
-                if let Ok(conn) = self.conn_of(from) {
-                    // A full queue means the caller is not reading its answers; it has
-                    // its deadline (or learns of our loss), and we hold nothing for it.
-                    let _ = self.transport.send(conn, StreamClass::Rpc, frame);
-                }
+            Admission::Refuse(status) => self.refuse_rpc(from, id, status),
+        }
+    }
+
+    /// Answer call `id` from `from` with `status` and no payload, from the core itself.
+    fn refuse_rpc(&mut self, from: u32, id: u64, status: RpcStatus) {
+        if Some(from) == self.rank() {
+            if let Some(event) = self.rpc.on_response(from, id, status, Bytes::new()) {
+                self.events.push_back(event);
             }
+            return;
+        }
+        let frame = Message::RpcResponse(RpcResponse {
+            id,
+            status,
+            payload: Bytes::new(),
+        })
+        .to_frame();
+        if let Ok(conn) = self.conn_of(from) {
+            // A full queue means the caller is not reading its answers; it has
+            // its deadline (or learns of our loss), and we hold nothing for it.
+            let _ = self.transport.send(conn, StreamClass::Rpc, frame);
+        }
+    }
+
+    /// The node stopped serving (its cluster aborted): the requests the application
+    /// still holds can no longer be answered by it, so the core answers them, and the
+    /// callers get a typed `ShuttingDown` instead of waiting without a deadline.
+    pub(super) fn refuse_pending_rpcs(&mut self) {
+        for (from, id) in self.rpc.take_all_inbound() {
+            self.refuse_rpc(from, id, RpcStatus::ShuttingDown);
         }
     }
 

@@ -43,4 +43,22 @@ impl Node {
             .send(conn, crate::transport::StreamClass::Control, msg.to_frame())
             .is_ok()
     }
+
+    /// Test hook (feature `sim`): one line on where this node's membership stands (its
+    /// epoch, recovery state, checkpoint, and at the seed the coordinator's round and
+    /// requests), for a failing simulation's report.
+    #[doc(hidden)]
+    pub fn describe(&self) -> String {
+        match &self.role {
+            super::Role::Seed { state, .. } => state.describe(),
+            super::Role::Worker(_) => format!(
+                "worker {:?}: {:?}, checkpoint {:?}, held {}, in flight {}",
+                self.membership_now(),
+                self.motion.state,
+                self.motion.checkpoint,
+                self.motion.held.len(),
+                self.exec.as_ref().map_or(0, |e| e.in_flight()),
+            ),
+        }
+    }
 }

@@ -30,9 +30,14 @@ impl<H: SimHost> Sim<H> {
         self.advance_to(key.at);
         self.events_at_instant += 1;
         if self.events_at_instant > self.config.livelock_limit {
+            let last = match &event {
+                Event::Deliver(d) => format!("a delivery {} -> {}", d.from, d.to),
+                Event::Timeout(id) => format!("the timer of {id}"),
+                Event::Fault(_) => "a fault".to_string(),
+            };
             panic!(
-                "nexar sim (seed {}): over {} events at {:?} without time advancing; \
-                 does a host keep returning a past poll_timeout?",
+                "nexar sim (seed {}): over {} events at {:?} without time advancing (the \
+                 last: {last}); does a host keep returning a past poll_timeout?",
                 self.config.seed, self.config.livelock_limit, self.elapsed
             );
         }
@@ -227,6 +232,7 @@ impl<H: SimHost> Sim<H> {
     /// queue its arrival (or record its drop).
     fn send(&mut self, from: HostId, dest: SocketAddr, ecn: Option<u8>, data: &[u8]) {
         self.stats.sent += 1;
+        self.stats.sent_bytes += data.len() as u64;
         let to = self.host_at(dest);
         let event = TraceEvent::Send {
             from,

@@ -60,6 +60,9 @@ impl fmt::Display for DropReason {
 pub struct SimStats {
     /// Datagrams hosts handed to the network.
     pub sent: u64,
+    /// UDP payload bytes of those datagrams (QUIC headers, encryption and
+    /// acknowledgements included): the bytes on the wire, less IP and UDP headers.
+    pub sent_bytes: u64,
     /// Datagrams given to a host's `handle_datagram` (duplicates included).
     pub delivered: u64,
     /// Extra copies the links created.

@@ -209,27 +209,29 @@ impl Transport {
         }
     }
 
+    /// Feed one datagram; returns the existing connection it was for, if any.
     pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
         ecn: Option<u8>,
         data: BytesMut,
-    ) {
+    ) -> Option<ConnId> {
         let ecn = ecn.and_then(EcnCodepoint::from_bits);
         let mut buf = Vec::new();
+        let mut existing = None;
         match self.endpoint.handle(now, from, None, ecn, data, &mut buf) {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
                 let id = ConnId(ch.0);
                 if let Some(peer) = self.peers.get_mut(&id) {
                     peer.conn.handle_event(event);
                     self.dirty.insert(id);
+                    existing = Some(id);
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => {
-                let Some(incoming) = self.admit(now, incoming, &mut buf) else {
-                    return;
-                };
+                // Not admitted: nothing more to do for this datagram.
+                let incoming = self.admit(now, incoming, &mut buf)?;
                 match self
                     .endpoint
                     .accept(incoming, now, &mut buf, self.server_config.clone())
@@ -260,6 +262,7 @@ impl Transport {
             None => {}
         }
         self.drive();
+        existing
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {

@@ -14,10 +14,6 @@ pub struct Client {
     events: Arc<Mutex<Option<MembershipEvents>>>,
 }
 
-/// Bytes of a tagged frame's payload that are not the message (epoch, tag, sequence),
-/// with room to spare.
-const TAGGED_OVERHEAD: usize = 64;
-
 /// A worker whose driver runs, waiting for the cluster to form.
 #[derive(Debug)]
 pub(crate) struct Joining {
@@ -47,8 +43,7 @@ impl Joining {
         let (membership_tx, events) = crate::membership::channel();
         host.membership_tx = Some(membership_tx);
         crate::driver::spawn(socket, host, inbox)?;
-        let max_message =
-            (config.node.limits.max_frame_len as usize).saturating_sub(TAGGED_OVERHEAD);
+        let max_message = config.node.max_message_len;
         Ok(Self {
             tx,
             view,
@@ -72,6 +67,7 @@ impl Joining {
                 members: Vec::new(),
                 epoch: 0,
                 max_message: self.max_message,
+                timeout: None,
             },
             view: self.view,
             events: self.events,

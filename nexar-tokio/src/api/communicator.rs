@@ -40,6 +40,9 @@ pub struct Communicator {
     pub(super) epoch: u64,
     /// The largest point-to-point payload.
     pub(super) max_message: usize,
+    /// The deadline of every collective issued through this handle; `None`: the node's
+    /// `collective_timeout` (see [`with_timeout`](Self::with_timeout)).
+    pub(super) timeout: Option<Duration>,
 }
 
 impl Communicator {
@@ -55,6 +58,7 @@ impl Communicator {
             members: self.members.clone(),
             epoch: self.epoch,
             max_message: self.max_message,
+            timeout: self.timeout,
         }
     }
 
@@ -71,6 +75,36 @@ impl Communicator {
     /// Its number of ranks.
     pub fn size(&self) -> u32 {
         self.view.as_ref().map_or(self.size, |v| v.size())
+    }
+
+    /// A handle to the same communicator whose collectives (barrier included) each fail
+    /// with `OpError::Timeout` if not finished within `timeout`, instead of the node's
+    /// `collective_timeout`. The timeout is the core's: the operation is ended on this
+    /// rank, its chunks stop being waited for, and the error names the ranks whose data
+    /// had not arrived, as for the configured timeout. Other ranks keep their own
+    /// deadlines. Keep the handle for many calls, or make one per call:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &nexar_tokio::Client) -> Result<(), nexar_tokio::NexarError> {
+    /// use std::time::Duration;
+    /// use nexar_tokio::{NexarError, OpError, ReduceOp};
+    ///
+    /// let quick = client.with_timeout(Duration::from_secs(2));
+    /// let mut grads = vec![1.0f32; 1024];
+    /// quick.all_reduce(&mut grads, ReduceOp::Sum).await?;
+    /// match quick.barrier().await {
+    ///     Err(NexarError::Op(OpError::Timeout { waiting_for, .. })) => {
+    ///         eprintln!("ranks {waiting_for:?} did not reach the barrier in 2 s");
+    ///     }
+    ///     other => other?,
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Communicator {
+        Communicator {
+            timeout: Some(timeout),
+            ..self.duplicate()
+        }
     }
 
     pub(crate) fn submit<R>(
@@ -117,8 +151,34 @@ impl Communicator {
             root,
             count,
             input: Buffer::from_vec(input),
+            timeout: self.timeout,
         };
         self.submit(command, span, typed_output::<T>)
+    }
+
+    /// Start an all-reduce of an untyped buffer (one bucket of any dtype).
+    pub(super) fn all_reduce_buffer_start(&self, input: Buffer, op: ReduceOp) -> Pending<Buffer> {
+        let span = tracing::debug_span!(
+            "collective",
+            rank = self.world_rank,
+            comm = self.id.0,
+            kind = ?CollectiveKind::AllReduce,
+            dtype = ?input.dtype(),
+            count = input.len()
+        );
+        let command = Command::Collective {
+            comm: self.id,
+            kind: CollectiveKind::AllReduce,
+            op,
+            root: 0,
+            count: input.len(),
+            input,
+            timeout: self.timeout,
+        };
+        self.submit(command, span, |o| match o {
+            Outcome::Collective { buffer } => Ok(buffer),
+            other => Err(unexpected("Collective", &other)),
+        })
     }
 
     fn blocks(&self, what: &'static str, len: usize) -> Result<usize, NexarError> {
@@ -252,6 +312,7 @@ impl Communicator {
             root: 0,
             count: 0,
             input: Buffer::from_vec(Vec::<u8>::new()),
+            timeout: self.timeout,
         };
         self.submit(command, span, |o| match o {
             Outcome::Collective { .. } => Ok(()),
@@ -457,11 +518,12 @@ impl Communicator {
             members,
             epoch,
             max_message: self.max_message,
+            timeout: self.timeout,
         }))
     }
 }
 
-fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), NexarError> {
+pub(super) fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), NexarError> {
     if got == expected {
         Ok(())
     } else {

@@ -130,9 +130,38 @@ impl Config {
         self
     }
 
+    /// The deadline of an RPC that names none ([`Client::rpc`]): past it the call fails
+    /// with `OpError::RpcTimeout`. `None` waits for ever. [`Client::rpc_with_timeout`]
+    /// overrides it per call.
+    pub fn with_rpc_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.node.rpc_timeout = timeout;
+        self
+    }
+
+    /// Worker: give up, with `JoinError::SeedUnreachable` naming the seed's address, if
+    /// nothing at all comes back from it within this. Seed: a joiner's handshake limit.
+    pub fn with_join_timeout(mut self, timeout: Duration) -> Self {
+        self.node.join_timeout = timeout;
+        self
+    }
+
+    /// Seed: a checkpoint never leaves a world smaller than this; one that would waits
+    /// for joiners (see `NodeConfig::min_world_size`). At most the max world size.
+    pub fn with_min_world_size(mut self, min: u32) -> Self {
+        self.node.min_world_size = min;
+        self
+    }
+
     /// Seed: let checkpoints admit joiners up to this world size.
     pub fn with_max_world_size(mut self, max: u32) -> Self {
         self.max_world_size = Some(max);
+        self
+    }
+
+    /// The longest tagged message sent or accepted (`NodeConfig::max_message_len`; the
+    /// same on every node, since a receiver cuts off a peer announcing more).
+    pub fn with_max_message(mut self, len: usize) -> Self {
+        self.node.max_message_len = len;
         self
     }
 

@@ -67,14 +67,24 @@ pub enum NexarError {
     /// this operation was pending).
     #[error("the nexar driver task has stopped")]
     DriverStopped,
-    /// A point-to-point message larger than one frame may carry (the core's
-    /// `limits.max_frame_len` less the message header); send it in pieces.
+    /// A point-to-point message longer than the configured maximum
+    /// (`NodeConfig::max_message_len`, [`Client::max_message`](crate::Client::max_message)).
     #[error("message of {len} bytes exceeds the largest point-to-point message, {max} bytes")]
     MessageTooLarge {
         /// The payload's length.
         len: usize,
         /// The largest payload accepted.
         max: usize,
+    },
+    /// A received message was longer than the buffer given to
+    /// [`Client::recv_into`](crate::Client::recv_into): the message is consumed, the buffer
+    /// holds its first `capacity` bytes.
+    #[error("received a message of {len} bytes into a buffer of {capacity}")]
+    Truncated {
+        /// The message's length.
+        len: usize,
+        /// The buffer's length.
+        capacity: usize,
     },
     /// A file that holds secrets (the seed's state file, a ticket file) could have been
     /// read or planted by another local user: it is refused, not used.
@@ -84,6 +94,21 @@ pub enum NexarError {
         path: std::path::PathBuf,
         /// Who else could read or write it.
         reason: String,
+    },
+    /// The compression math refused its input (a bad density or selection, a tensor whose
+    /// length changed, malformed sparse data from a rank).
+    #[error(transparent)]
+    Compress(#[from] nexar_proto::compress::CompressError),
+    /// A device integration failed to stage data in or out.
+    #[error(transparent)]
+    Device(#[from] super::device::DeviceError),
+    /// A bucketed result was asked for a tensor it does not hold, or as another type.
+    #[error("bucketed result: tensor {index} {detail}")]
+    Tensor {
+        /// The tensor's push index.
+        index: usize,
+        /// What is wrong.
+        detail: &'static str,
     },
     /// The node answered with an outcome of another kind: a bug in nexar.
     #[error("internal error: {0}")]
@@ -97,8 +122,8 @@ impl NexarError {
     }
 }
 
-/// A launcher environment variable that nexar cannot use (see the `env` module for the
-/// variables and their precedence).
+/// A launcher or tuning environment variable that nexar cannot use (see `LaunchEnv` for
+/// the launcher's variables and their precedence, and `Config::from_env` for the knobs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvError {
@@ -111,6 +136,34 @@ pub enum EnvError {
         value: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A tuning knob's value is a number outside its bounds (inclusive).
+    #[error("{var}={value:?} is out of range: must be between {min} and {max}")]
+    OutOfRange {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// The smallest value accepted.
+        min: u64,
+        /// The largest value accepted.
+        max: u64,
+    },
+    /// A `NEXAR_*` variable nexar does not know: most likely a misspelt knob.
+    #[error("unknown variable {var}{}", closest.map(|c| format!(" (did you mean {c}?)")).unwrap_or_default())]
+    Unknown {
+        /// The variable.
+        var: String,
+        /// The knob whose name is nearest, if one is near.
+        closest: Option<&'static str>,
+    },
+    /// Two knobs that are fine alone but not together.
+    #[error("{} and {} conflict: {detail}", vars[0], vars[1])]
+    Conflict {
+        /// The variables involved.
+        vars: [&'static str; 2],
+        /// What is wrong.
+        detail: String,
     },
     /// The rank is not below the world size.
     #[error(

@@ -30,9 +30,12 @@
 //! [`OpError::Mismatch`] rather than a hang.
 
 pub mod blocking;
+mod bucketed;
 mod client;
 mod communicator;
+mod compressed;
 mod config;
+mod device;
 mod error;
 mod host;
 mod log_limit;
@@ -41,11 +44,13 @@ mod p2p;
 mod pending;
 mod seed;
 
+pub use bucketed::{BucketedAllReduce, Reduced, DEFAULT_BUCKET_BYTES};
 pub(crate) use client::Joining;
 pub use client::{bootstrap_local, bootstrap_local_with, Client};
 pub(crate) use communicator::unexpected;
 pub use communicator::Communicator;
 pub use config::{Config, LINGER_QUIET, LOOPBACK_INITIAL_RTT, LOOPBACK_MAX_UDP_PAYLOAD};
+pub use device::{DeviceError, DeviceMemory, HostMemory};
 pub use error::{EnvError, NexarError};
 use host::Outbox;
 pub(crate) use host::{Inbox, NodeHost, Outgoing, Request};

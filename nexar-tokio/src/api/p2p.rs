@@ -13,9 +13,11 @@ use super::*;
 impl Communicator {
     /// Send `data` to rank `to` of this communicator under `tag`; returns once QUIC has
     /// taken the bytes (waiting while the send queue to `to` is full). One message carries
-    /// at most [`max_message`](Self::max_message) bytes. A rank the communicator does not
-    /// have fails with `CommandError::NotInCommunicator` (the world's:
-    /// `CommandError::UnknownRank`).
+    /// at most [`max_message`](Self::max_message) bytes (`NodeConfig::max_message_len`,
+    /// 1 GiB by default); one longer than a frame travels in parts that interleave with
+    /// other traffic, and the receiver holds none of it beyond its unmatched budget until
+    /// a receive asks for it. A rank the communicator does not have fails with
+    /// `CommandError::NotInCommunicator` (the world's: `CommandError::UnknownRank`).
     ///
     /// Example: the crate docs (split communicators and the blocking client).
     pub async fn send(&self, to: u32, tag: u64, data: &[u8]) -> Result<(), NexarError> {
@@ -27,7 +29,8 @@ impl Communicator {
         self.send_start(to, tag, data).await
     }
 
-    /// The largest payload of one point-to-point message, in bytes.
+    /// The largest payload of one point-to-point message, in bytes
+    /// (`NodeConfig::max_message_len`).
     pub fn max_message(&self) -> usize {
         self.max_message
     }
@@ -35,7 +38,7 @@ impl Communicator {
     /// Start a send and return at once; await the handle later.
     pub fn send_start(&self, to: u32, tag: u64, data: Bytes) -> Pending<()> {
         if data.len() > self.max_message {
-            // The receiver would refuse the frame and drop the connection.
+            // The receiver would refuse the announcement and drop the connection.
             return Pending::failed(NexarError::MessageTooLarge {
                 len: data.len(),
                 max: self.max_message,
@@ -80,6 +83,42 @@ impl Communicator {
             Outcome::Received { data, .. } => Ok(data),
             other => Err(unexpected("Received", &other)),
         })
+    }
+
+    /// The next message from rank `from` of this communicator under `tag`, written into
+    /// `buf`; returns its length.
+    ///
+    /// A message longer than `buf` is consumed all the same (as MPI's `MPI_ERR_TRUNCATE`):
+    /// `buf` holds its first `buf.len()` bytes and the call fails with
+    /// [`NexarError::Truncated`] giving the full length, so the next receive gets the
+    /// next message. Copies: the core writes each part of a large message once into
+    /// the message's own buffer, allocated when this receive claims it; the driver runs
+    /// in a task of its own and cannot borrow `buf`, so that buffer is copied into `buf`
+    /// once more here (use [`recv`](Self::recv) to keep the core's buffer instead).
+    ///
+    /// ```no_run
+    /// # async fn f(client: &nexar_tokio::Client) -> Result<(), nexar_tokio::NexarError> {
+    /// let mut buf = vec![0u8; 40 << 20];
+    /// let len = client.recv_into(0, 7, &mut buf).await?;
+    /// println!("{len} bytes from rank 0: {:?}", &buf[..len.min(8)]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_into(
+        &self,
+        from: u32,
+        tag: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, NexarError> {
+        let data = self.recv_start(from, tag).await?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        if data.len() > buf.len() {
+            return Err(NexarError::Truncated {
+                len: data.len(),
+                capacity: buf.len(),
+            });
+        }
+        Ok(n)
     }
 
     /// The world rank of rank `comm_rank` of this communicator, or `None` if it has no

@@ -155,6 +155,16 @@ struct Job {
 }
 
 fn main() -> ExitCode {
+    if let Some(level) = std::env::var_os("NEXAR_SWARM_LOG") {
+        let level = level
+            .to_string_lossy()
+            .parse()
+            .unwrap_or(tracing::Level::DEBUG);
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .without_time()
+            .init();
+    }
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

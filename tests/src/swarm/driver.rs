@@ -239,6 +239,7 @@ impl<'a> Run<'a> {
             .trace_log()
             .map(|e| format!("sim {e}"))
             .chain(self.log.iter().map(|l| format!("driver {l}")))
+            .chain(self.describe_nodes())
             .collect();
         Outcome {
             violation: self.violation,
@@ -247,6 +248,17 @@ impl<'a> Run<'a> {
             ops: self.ops,
             recent,
         }
+    }
+
+    /// Each live node's membership state, when the run failed (for the report).
+    fn describe_nodes(&self) -> Vec<String> {
+        if self.violation.is_none() {
+            return Vec::new();
+        }
+        std::iter::once(self.c.seed)
+            .chain(self.c.workers.iter().copied())
+            .filter_map(|h| Some(format!("state {h}: {}", self.c.node(h)?.describe())))
+            .collect()
     }
 
     fn form(&mut self) {

@@ -190,6 +190,15 @@ impl Expect {
                 Some(t) if *stall + SLACK >= *t => Ok(true),
                 _ => Ok(false),
             },
+            // The callee stopped serving (its cluster aborted): a failure that needs a
+            // fault to explain it, like a lost peer.
+            (
+                OpError::RpcFailed {
+                    status: RpcStatus::ShuttingDown,
+                    ..
+                },
+                _,
+            ) => Ok(false),
             (OpError::RpcFailed { .. }, _) => Err(format!("rpc fn {fn_id}: {e:?}")),
             _ => Ok(false),
         }

@@ -232,6 +232,7 @@ impl Run<'_> {
                     root: case.root,
                     count: case.count,
                     input,
+                    timeout: None,
                 };
                 let expect = Expect::Coll {
                     case: case.clone(),

@@ -255,6 +255,26 @@ impl Buffer {
         with_vec!(self, v => rs(v, len))
     }
 
+    /// Append `src` (same type) at the end; false (and nothing appended) if the types
+    /// differ. Fusing tensors into one bucket is this, once per tensor.
+    pub fn append(&mut self, src: &Buffer) -> bool {
+        fn app<T: Element>(v: &mut Vec<T>, src: &Buffer) -> bool {
+            match T::slice(src) {
+                Some(s) => {
+                    v.extend_from_slice(s);
+                    true
+                }
+                None => false,
+            }
+        }
+        with_vec!(self, v => app(v, src))
+    }
+
+    /// A new buffer holding a copy of `range` (the caller checked it is in bounds).
+    pub fn copy_range(&self, range: Range<usize>) -> Buffer {
+        with_vec!(self, v => Buffer::from_vec(v[range].to_vec()))
+    }
+
     /// Fill `range` with `op`'s identity.
     pub fn fill_identity(&mut self, range: Range<usize>, op: ReduceOp) {
         fn fill<T: Element>(v: &mut [T], op: ReduceOp) {

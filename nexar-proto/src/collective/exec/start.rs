@@ -2,7 +2,7 @@
 //! an operation (checks, algorithm, plan, layout, working buffer, flight entry), and the
 //! code in `mod.rs` that moves chunks and finishes operations never needs any of it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::validate::validate;
 use super::{ExecOutput, Executor, Op, Purpose};
@@ -17,21 +17,23 @@ use crate::error::CommandError;
 use crate::event::OpId;
 
 impl Executor {
-    /// Start a collective. `input` is the user's data (its length is checked against the
-    /// layout); the result comes back in `Completed` as `Outcome::Collective`.
+    /// Start a collective: `call` is (kind, reduction, root, count) as in
+    /// `Command::Collective`. `input` is the user's data (its length is checked against
+    /// the layout); the result comes back in `Completed` as `Outcome::Collective`. It
+    /// fails with `OpError::Timeout` past `timeout`, or the configured timeout if `None`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &mut self,
         now: Instant,
         id: OpId,
         comm: CommId,
-        kind: CollectiveKind,
-        op: ReduceOp,
-        root: u32,
-        count: usize,
+        call: (CollectiveKind, ReduceOp, u32, usize),
         input: Buffer,
+        timeout: Option<Duration>,
         out: &mut Vec<ExecOutput>,
     ) -> Result<(), CommandError> {
+        let (kind, op, root, count) = call;
+        let deadline = now + timeout.unwrap_or(self.config.timeout);
         self.start_purpose(
             now,
             id,
@@ -41,7 +43,7 @@ impl Executor {
             root,
             count,
             input,
-            Purpose::User,
+            (Purpose::User, deadline),
             out,
         )
     }
@@ -63,7 +65,7 @@ impl Executor {
             .next_seq;
         let color = color.map_or(u64::MAX, u64::from);
         let input = Buffer::from_vec(vec![color, key as u64]);
-        let purpose = Purpose::Split { parent_seq };
+        let purpose = (Purpose::Split { parent_seq }, now + self.config.timeout);
         self.start_purpose(
             now,
             id,
@@ -89,7 +91,7 @@ impl Executor {
         root: u32,
         count: usize,
         input: Buffer,
-        purpose: Purpose,
+        (purpose, deadline): (Purpose, Instant),
         out: &mut Vec<ExecOutput>,
     ) -> Result<(), CommandError> {
         let comm = self
@@ -176,7 +178,6 @@ impl Executor {
         let run = Running::new(
             spec, fp, comm_id.0, seq, self.epoch, plan, layout, buf, seg, me,
         );
-        let deadline = now + self.config.timeout;
         self.ops.insert(
             (comm_id.0, seq),
             Op {

@@ -177,6 +177,12 @@ impl Communicator {
         self.wait(self.inner.recv(from, tag))
     }
 
+    /// The next message from rank `from` under `tag`, written into `buf`; returns its
+    /// length (see [`crate::Communicator::recv_into`], truncation included).
+    pub fn recv_into(&self, from: u32, tag: u64, buf: &mut [u8]) -> Result<usize, NexarError> {
+        self.wait(self.inner.recv_into(from, tag, buf))
+    }
+
     /// Call function `fn_id` on rank `to` and wait for its answer (see
     /// [`crate::Communicator::rpc`]).
     pub fn rpc(&self, to: u32, fn_id: u32, args: Bytes) -> Result<Bytes, NexarError> {

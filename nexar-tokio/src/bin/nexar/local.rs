@@ -175,7 +175,7 @@ pub(crate) fn run_tokio(ranks: u32, threads: usize, job: Job) -> Result<bool, Er
             .build()
     };
     let started = Instant::now();
-    let config = nexar_tokio::Config::default().with_loopback_transport();
+    let config = nexar_tokio::Config::from_env()?.with_loopback_transport();
     let main = runtime()?;
     let seed = main.block_on(nexar_tokio::Seed::bind(loopback(), ranks, config.clone()))?;
     let ticket = seed.ticket().clone();
@@ -214,7 +214,7 @@ block_life!(
 #[cfg(feature = "smol-driver")]
 pub(crate) fn run_smol(ranks: u32, threads: usize, job: Job) -> Result<bool, Error> {
     let started = Instant::now();
-    let config = nexar_smol::Config::default().with_loopback_transport();
+    let config = nexar_smol::Config::from_env()?.with_loopback_transport();
     nexar_smol::block_on_local(async move {
         let seed = nexar_smol::Seed::bind(loopback(), ranks, config.clone()).await?;
         let ticket = seed.ticket().clone();

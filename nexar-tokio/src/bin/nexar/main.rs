@@ -8,6 +8,8 @@
 //! nexar local --ranks 4 --driver smol bench allreduce     # on nexar-smol (feature smol-driver)
 //! ```
 //! Logging: `NEXAR_LOG=debug` (or info, trace, ...) writes tracing output to stderr.
+//! Tuning: `seed`, `worker` and `local` start from `Config::from_env()` (every `NEXAR_*` knob; see
+//! `nexar_tokio::tuning`), and their flags override it.
 
 mod bench;
 mod local;
@@ -77,16 +79,19 @@ struct SeedArgs {
     motion: MotionArgs,
 }
 
-/// Failure detection and recovery (give the seed and every worker the same).
+/// Failure detection and recovery (give the seed and every worker the same). Unset flags
+/// keep what the environment says (`NEXAR_RECOVERY`, `NEXAR_HEARTBEAT_*`), then the
+/// defaults.
 #[derive(Debug, Clone, Args)]
 struct MotionArgs {
-    /// What to do when a rank dies: abort (fail everything, the default), automatic
-    /// (agree on the dead, renumber, go on) or manual.
-    #[arg(long, value_enum, default_value_t = Recovery::Abort)]
-    recovery: Recovery,
-    /// Heartbeat timeout in milliseconds (heartbeats go out at a fifth of it).
-    #[arg(long, default_value_t = 5000)]
-    heartbeat_timeout_ms: u64,
+    /// What to do when a rank dies: abort (fail everything) or automatic (agree on the
+    /// dead, renumber, go on) or manual [default: NEXAR_RECOVERY, else abort].
+    #[arg(long, value_enum)]
+    recovery: Option<Recovery>,
+    /// Heartbeat timeout in milliseconds; heartbeats go out at a fifth of it
+    /// [default: NEXAR_HEARTBEAT_TIMEOUT_MS and NEXAR_HEARTBEAT_INTERVAL_MS, else 5000].
+    #[arg(long)]
+    heartbeat_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,16 +102,20 @@ enum Recovery {
 }
 
 impl MotionArgs {
-    fn apply(&self, config: Config) -> Config {
-        let policy = match self.recovery {
-            Recovery::Abort => RecoveryPolicy::Abort,
-            Recovery::Automatic => RecoveryPolicy::Automatic,
-            Recovery::Manual => RecoveryPolicy::Manual,
-        };
-        let timeout = Duration::from_millis(self.heartbeat_timeout_ms.max(10));
+    /// The flags given, over `config` (the environment's tuning).
+    fn apply(&self, mut config: Config) -> Config {
+        if let Some(recovery) = self.recovery {
+            config = config.with_recovery(match recovery {
+                Recovery::Abort => RecoveryPolicy::Abort,
+                Recovery::Automatic => RecoveryPolicy::Automatic,
+                Recovery::Manual => RecoveryPolicy::Manual,
+            });
+        }
+        if let Some(ms) = self.heartbeat_timeout_ms {
+            let timeout = Duration::from_millis(ms.max(10));
+            config = config.with_heartbeat(timeout / 5, timeout);
+        }
         config
-            .with_recovery(policy)
-            .with_heartbeat(timeout / 5, timeout)
     }
 }
 
@@ -271,7 +280,7 @@ async fn seed(args: SeedArgs) -> Result<bool, Error> {
     let config = args.motion.apply(Config {
         advertise: args.advertise,
         state_file: args.state_file.clone(),
-        ..Config::default()
+        ..Config::from_env()?
     });
     let seed = Seed::bind(listen, world_size, config).await?;
     let ticket = seed.ticket().to_string();
@@ -358,10 +367,11 @@ async fn worker(args: WorkerArgs) -> Result<bool, Error> {
         (None, Some(path)) => LaunchEnv::ticket_file(path)?,
         (None, None) => env.ticket.clone().ok_or(EnvError::MissingTicket)?,
     };
-    let mut config = args
-        .motion
-        .apply(Config::default().with_requested_rank(args.rank));
+    let mut config = args.motion.apply(Config::from_env()?);
     config.bind = args.bind;
+    if args.rank.is_some() {
+        config = config.with_requested_rank(args.rank);
+    }
     let client = Client::join(&ticket, env.apply(config)).await?;
     if let Some((expected, var)) = env.world_size {
         if expected != client.world_size() {
