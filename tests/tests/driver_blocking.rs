@@ -3,7 +3,8 @@
 //! Four OS threads, each owning one blocking client, run every collective kind on the
 //! world and on a split communicator (checked against the test crate's reference,
 //! `nexar_tests::collectives::Case`), tagged messages (world and split with the same tag
-//! between the same two nodes, each taken by its own receive), a send on one thread of a
+//! between the same two nodes, each taken by its own receive; `recv_into` on the split,
+//! exact fit and truncated), a send on one thread of a
 //! client and the matching receive on another, collectives on two communicators of one
 //! client from two threads at once, RPC by world and by split rank, ranks outside a
 //! communicator as typed errors, a checkpoint, and a leave, after which the split
@@ -208,6 +209,28 @@ macro_rules! scenario {
                 let sub_got = sub.recv(partner, 9).map_err(|e| e.to_string())?;
                 if &world_got[..] != b"world" || &sub_got[..] != b"sub" {
                     return Err(format!("world got {world_got:?}, split got {sub_got:?}"));
+                }
+                // `recv_into` on the split: an exact fit, then one byte too short (the
+                // message is consumed, its head kept), then the message after it.
+                for data in [&b"fits"[..], b"longer", b"next"] {
+                    sub.send(partner, 10, data).map_err(|e| e.to_string())?;
+                }
+                let mut buf = [0u8; 4];
+                let fits = sub.recv_into(partner, 10, &mut buf);
+                if fits.as_ref().ok() != Some(&4) || &buf != b"fits" {
+                    return Err(format!("recv_into an exact fit: {fits:?}, {buf:?}"));
+                }
+                let mut short = [0u8; 5];
+                match sub.recv_into(partner, 10, &mut short) {
+                    Err(NexarError::Truncated {
+                        len: 6,
+                        capacity: 5,
+                    }) if &short == b"longe" => {}
+                    other => return Err(format!("recv_into one byte short: {other:?}, {short:?}")),
+                }
+                let next = sub.recv_into(partner, 10, &mut buf);
+                if next.as_ref().ok() != Some(&4) || &buf != b"next" {
+                    return Err(format!("recv_into after a truncation: {next:?}, {buf:?}"));
                 }
                 Ok(())
             }
