@@ -27,11 +27,22 @@ pub enum CommandError {
         /// The configured limit.
         limit: usize,
     },
-    /// No such communicator here (never split, or split excluded us).
+    /// No such communicator here (never split, split excluded us, or it belonged to an
+    /// earlier epoch: an epoch change ends every split communicator).
     #[error("unknown communicator {comm:?}")]
     UnknownCommunicator {
         /// The id given.
         comm: crate::collective::CommId,
+    },
+    /// A point-to-point command named a rank a split communicator does not have.
+    #[error("rank {rank} is out of range for communicator {comm:?} of size {size}")]
+    NotInCommunicator {
+        /// The communicator.
+        comm: crate::collective::CommId,
+        /// The rank asked for.
+        rank: u32,
+        /// The communicator's size.
+        size: u32,
     },
     /// The collective's parameters make no sense (op for kind or dtype, root, ...).
     #[error("invalid collective: {detail}")]

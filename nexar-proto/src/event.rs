@@ -142,7 +142,7 @@ pub enum Outcome {
     Sent,
     /// A tagged message arrived.
     Received {
-        /// Sender's rank.
+        /// Sender's rank in the receive's communicator.
         from: u32,
         /// The tag it was sent with.
         tag: u64,
@@ -164,10 +164,17 @@ pub enum Outcome {
         world_size: u32,
     },
     /// A split finished: the new communicator with our rank and its size, or `None` if
-    /// we passed no colour.
+    /// we passed no colour. The communicator lives until the epoch changes (a recovery
+    /// or a checkpoint): the node then forgets it, and commands naming it are refused
+    /// with `CommandError::UnknownCommunicator` (its id, derived from the epoch too, is
+    /// never reused by a later split).
     Split {
         /// (id, our rank in it, its size).
         comm: Option<(crate::collective::CommId, u32, u32)>,
+        /// The world rank of each of its ranks, in its rank order (empty for `None`).
+        members: Vec<u32>,
+        /// The epoch it was made in, and the only one it lives in.
+        epoch: u64,
     },
     /// An RPC was answered `Ok`: the handler's result.
     Rpc {

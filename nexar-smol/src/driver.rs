@@ -83,17 +83,86 @@ thread_local! {
 /// runs this way; see its `local` module for the measurements. Tasks still running when
 /// `future` completes are dropped with the executor, so shut the nodes down inside.
 pub fn block_on_local<T>(future: impl Future<Output = T>) -> T {
-    /// Puts the outer executor back even if `future` panics: a caller that catches the
-    /// panic and goes on must not spawn onto an executor that no one runs any more.
-    struct Restore(Option<Arc<Executor<'static>>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            LOCAL.set(self.0.take());
-        }
-    }
     let executor = Arc::new(Executor::new());
     let _restore = Restore(LOCAL.replace(Some(executor.clone())));
     smol::block_on(executor.run(future))
+}
+
+/// Puts the outer executor back in [`LOCAL`] even if the future run meanwhile panics: a
+/// caller that catches the panic and goes on must not spawn onto an executor that no one
+/// runs any more.
+struct Restore(Option<Arc<Executor<'static>>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        LOCAL.set(self.0.take());
+    }
+}
+
+/// The runtime of a blocking client or seed ([`crate::blocking`]): an executor of its own,
+/// run by a thread of its own, where the node's driver and its RPC handlers' tasks run,
+/// so that the node keeps running between blocking calls and a caller blocking inside
+/// some other executor can never stall it.
+#[derive(Debug)]
+pub(crate) struct BlockingRuntime {
+    executor: Arc<Executor<'static>>,
+    /// Dropped to stop the thread.
+    stop: Option<futures_channel::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BlockingRuntime {
+    pub(crate) fn new() -> Result<Self, NexarError> {
+        let executor = Arc::new(Executor::new());
+        let (stop, stopped) = futures_channel::oneshot::channel::<()>();
+        let ours = executor.clone();
+        let thread = std::thread::Builder::new()
+            .name("nexar-blocking".into())
+            .spawn(move || {
+                // Tasks spawned by tasks here (RPC handlers) stay on this executor.
+                let _restore = Restore(LOCAL.replace(Some(ours.clone())));
+                smol::block_on(ours.run(async move {
+                    let _ = stopped.await;
+                }));
+            })
+            .map_err(|e| NexarError::io("starting the blocking client's thread", e))?;
+        Ok(Self {
+            executor,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Run `future` to completion on this thread; nodes it creates run on this runtime's
+    /// executor. Refused inside [`block_on_local`], whose thread runs other nodes.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> Result<F::Output, NexarError> {
+        if LOCAL.with_borrow(Option::is_some) {
+            return Err(NexarError::BlockingInAsync);
+        }
+        let _restore = Restore(LOCAL.replace(Some(self.executor.clone())));
+        Ok(smol::block_on(future))
+    }
+}
+
+impl Drop for BlockingRuntime {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The last handle may go on the runtime's own thread: it cannot wait for
+            // itself, and stops anyway once this returns.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Run the blocking `f` on smol's thread pool for blocking work (RPC handlers of a
+/// blocking client).
+pub(crate) async fn unblock<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    Some(smol::unblock(f).await)
 }
 
 /// The one input the loop got while waiting.

@@ -173,3 +173,61 @@ fn read_burst(socket: &UdpSocket, udp: &mut Udp, host: &mut NodeHost) {
         }
     }
 }
+
+/// The runtime of a blocking client or seed ([`crate::blocking`]): a multi-thread tokio
+/// runtime with one worker, so that the node's driver keeps running between blocking
+/// calls (a current-thread runtime only runs while someone blocks on it), and blocking
+/// calls from any number of threads park only their own thread
+/// ([`Runtime::block_on`](tokio::runtime::Runtime::block_on) may be called from many
+/// threads at once).
+#[derive(Debug)]
+pub(crate) struct BlockingRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl BlockingRuntime {
+    pub(crate) fn new() -> Result<Self, NexarError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("nexar-blocking")
+            .enable_all()
+            .build()
+            .map_err(|e| NexarError::io("starting the blocking client's runtime", e))?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Run `future` to completion on this thread, with the runtime's context entered (so
+    /// a node created inside runs on the runtime). Refused where tokio forbids blocking:
+    /// on a thread inside a runtime's context, unless it runs a blocking RPC handler.
+    pub(crate) fn block_on<F: std::future::Future>(
+        &self,
+        future: F,
+    ) -> Result<F::Output, NexarError> {
+        if tokio::runtime::Handle::try_current().is_ok() && !crate::api::blocking::in_handler() {
+            return Err(NexarError::BlockingInAsync);
+        }
+        let runtime = self.runtime.as_ref().ok_or(NexarError::DriverStopped)?;
+        Ok(runtime.block_on(future))
+    }
+}
+
+impl Drop for BlockingRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its blocking threads, and tokio forbids that
+        // inside async code; the last handle may go anywhere, so leave at once. Nodes
+        // still running stop with it (`Client::shutdown` lets them linger first).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Run the blocking `f` on the runtime's blocking pool (RPC handlers of a blocking
+/// client); `None` if it could not finish (it panicked, or the runtime shut down).
+pub(crate) async fn unblock<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}

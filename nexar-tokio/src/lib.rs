@@ -39,6 +39,51 @@
 //! stops its driver after a short linger ([`Config::linger`]); call
 //! [`Client::shutdown`] before the runtime ends so the linger is not cut short.
 //!
+//! Split communicators take sends, receives and RPC calls by their own ranks (never
+//! confused with the world's, whatever the tags) and map them to world ranks
+//! ([`Communicator::world_rank`], [`Communicator::comm_rank`], [`Communicator::members`]);
+//! one lives until the next epoch change, after which its calls fail with
+//! [`NexarError::EpochChanged`]. The [`blocking`] client has every call without async,
+//! each client with a runtime of its own, callable from many threads at once:
+//!
+//! ```
+//! use nexar_tokio::{blocking, NexarError, ReduceOp};
+//!
+//! fn main() -> Result<(), NexarError> {
+//!     let (seed, clients) = blocking::bootstrap_local(4)?;
+//!     for client in &clients {
+//!         let me = client.rank();
+//!         client.register_rpc(7, move |_from, args| Ok([&args[..], &[me as u8]].concat().into()))?;
+//!     }
+//!     std::thread::scope(|s| {
+//!         let threads: Vec<_> = clients
+//!             .iter()
+//!             .map(|client| s.spawn(move || -> Result<(), NexarError> {
+//!                 let mut data = vec![client.rank() as f32; 8];
+//!                 client.all_reduce(&mut data, ReduceOp::Sum)?;
+//!                 assert_eq!(data[0], 6.0); // 0 + 1 + 2 + 3
+//!                 // Pairs {0, 1} and {2, 3}, each addressed by its ranks in the pair.
+//!                 let pair = client.split(Some(client.rank() / 2), 0)?.expect("a colour");
+//!                 let partner = 1 - pair.rank();
+//!                 let partner_world = pair.world_rank(partner).expect("a member");
+//!                 pair.send(partner, 5, b"pair")?;
+//!                 client.send(partner_world, 5, b"world")?; // same tag, same peer
+//!                 assert_eq!(&pair.recv(partner, 5)?[..], b"pair");
+//!                 assert_eq!(&client.recv(partner_world, 5)?[..], b"world");
+//!                 let answer = pair.rpc(partner, 7, bytes::Bytes::from_static(b"hi"))?;
+//!                 assert_eq!(&answer[..], &[b'h', b'i', partner_world as u8]);
+//!                 Ok(())
+//!             }))
+//!             .collect();
+//!         threads.into_iter().try_for_each(|t| t.join().expect("no panic"))
+//!     })?;
+//!     for client in clients {
+//!         client.shutdown()?;
+//!     }
+//!     seed.shutdown()
+//! }
+//! ```
+//!
 //! Layout: `api/` is the runtime-agnostic part (handles, requests, the node host) and is
 //! shared verbatim with `nexar-smol`, as is `rpc.rs` (RPC handlers and calls);
 //! `driver.rs` is the tokio loop; `env.rs` reads launcher variables. Each node runs in its
@@ -58,9 +103,9 @@ pub mod tuning;
 mod udp;
 
 pub use api::{
-    bootstrap_local, bootstrap_local_with, BucketedAllReduce, Client, Communicator, Config,
-    DeviceError, DeviceMemory, EnvError, HostMemory, NexarError, Pending, PendingCollective,
-    Reduced, Seed, DEFAULT_BUCKET_BYTES, LINGER_QUIET, LOOPBACK_INITIAL_RTT,
+    blocking, bootstrap_local, bootstrap_local_with, BucketedAllReduce, Client, Communicator,
+    Config, DeviceError, DeviceMemory, EnvError, HostMemory, NexarError, Pending,
+    PendingCollective, Reduced, Seed, DEFAULT_BUCKET_BYTES, LINGER_QUIET, LOOPBACK_INITIAL_RTT,
     LOOPBACK_MAX_UDP_PAYLOAD,
 };
 /// Compressors for [`Communicator::all_reduce_compressed`]: top-k, random-k, none, and the

@@ -29,7 +29,7 @@ use futures_core::Stream;
 use nexar_proto::codec::RpcStatus;
 use nexar_proto::{Command, Outcome, RpcRequestId};
 
-use crate::api::{send, unexpected, Client, NexarError, NodeHost, Pending, Request};
+use crate::api::{send, unexpected, Client, Communicator, NexarError, NodeHost, Pending, Request};
 
 /// What a handler returns: `Ok(answer)`, or `Err(detail)`, which the caller receives as
 /// `OpError::RpcFailed { status: HandlerError, detail, .. }`.
@@ -316,10 +316,15 @@ impl Client {
         );
         rx.await.map_err(|_| NexarError::DriverStopped)
     }
+}
 
-    /// Call function `fn_id` on world rank `to` (this rank too) and wait for its answer,
-    /// however long the handler takes. Fails with `OpError::RpcFailed` (unknown function,
-    /// handler error, overloaded) or `OpError::PeerLost` (the target is gone).
+impl Communicator {
+    /// Call function `fn_id` on rank `to` of this communicator (this rank too) and wait
+    /// for its answer, however long the handler takes. Fails with `OpError::RpcFailed`
+    /// (unknown function, handler error, overloaded), `OpError::PeerLost` (the target is
+    /// gone), or `CommandError::NotInCommunicator` for a rank a split communicator does
+    /// not have. Handlers are registered per node ([`Client::register_rpc`]) and are
+    /// told the caller's world rank ([`Communicator::comm_rank`] maps it back).
     pub async fn rpc(&self, to: u32, fn_id: u32, args: Bytes) -> Result<Bytes, NexarError> {
         self.rpc_start(to, fn_id, args, None).await
     }
@@ -345,14 +350,25 @@ impl Client {
         args: Bytes,
         timeout: Option<Duration>,
     ) -> Pending<Bytes> {
-        let span = tracing::debug_span!("rpc", rank = self.rank(), to, fn_id, len = args.len());
-        let command = Command::Rpc {
+        let target = match self.rpc_target(to) {
+            Ok(target) => target,
+            Err(e) => return Pending::failed(e),
+        };
+        let span = tracing::debug_span!(
+            "rpc",
+            rank = self.rank(),
+            comm = self.id().0,
             to,
+            fn_id,
+            len = args.len()
+        );
+        let command = Command::Rpc {
+            to: target,
             fn_id,
             payload: args,
             timeout,
         };
-        self.world().submit(command, span, |o| match o {
+        self.submit(command, span, |o| match o {
             Outcome::Rpc { data } => Ok(data),
             other => Err(unexpected("Rpc", &other)),
         })

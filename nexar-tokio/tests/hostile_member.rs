@@ -171,6 +171,7 @@ fn barrier() -> Command {
 fn tagged(epoch: u64, tag: u64, payload: &'static [u8]) -> Message {
     Message::Tagged(Tagged {
         epoch,
+        comm: 0,
         tag,
         seq: 0,
         payload: Bytes::from_static(payload),

@@ -133,11 +133,13 @@ impl Backend for Sim {
                 continue;
             };
             let send = Command::Send {
+                comm: CommId::WORLD,
                 to: x.to,
                 tag: x.tag,
                 data: Bytes::from(x.data.clone()),
             };
             let recv = Command::Recv {
+                comm: CommId::WORLD,
                 from: x.from,
                 tag: x.tag,
             };

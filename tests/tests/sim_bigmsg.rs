@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nexar_proto::codec::{Message, TaggedPart, TaggedStart};
+use nexar_proto::collective::CommId;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId, LinkConfig};
 use nexar_proto::{Command, CommandError, Event, NodeConfig, OpError, OpId, Outcome};
 use nexar_tests::support::{form, lan, lossy};
@@ -80,6 +81,7 @@ fn lengths_at_and_past_the_limits(seed: u64) -> Result<(), String> {
     match c.command(
         a,
         Command::Send {
+            comm: CommId::WORLD,
             to,
             tag: 0,
             data: Bytes::from(vec![0u8; MAX + 1]),
@@ -94,14 +96,44 @@ fn lengths_at_and_past_the_limits(seed: u64) -> Result<(), String> {
     for (i, &len) in lens.iter().enumerate() {
         let tag = i as u64 % 2;
         if tag == 0 {
-            recvs.push((i, c.command(b, Command::Recv { from, tag }).unwrap()));
+            recvs.push((
+                i,
+                c.command(
+                    b,
+                    Command::Recv {
+                        comm: CommId::WORLD,
+                        from,
+                        tag,
+                    },
+                )
+                .unwrap(),
+            ));
         }
         let data = pattern(seed ^ i as u64, len);
-        let send = c.command(a, Command::Send { to, tag, data });
+        let send = c.command(
+            a,
+            Command::Send {
+                comm: CommId::WORLD,
+                to,
+                tag,
+                data,
+            },
+        );
         sends.push(send.map_err(|e| format!("send of {len} B: {e}"))?);
     }
     for (i, _) in lens.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
-        recvs.push((i, c.command(b, Command::Recv { from, tag: 1 }).unwrap()));
+        recvs.push((
+            i,
+            c.command(
+                b,
+                Command::Recv {
+                    comm: CommId::WORLD,
+                    from,
+                    tag: 1,
+                },
+            )
+            .unwrap(),
+        ));
     }
     let all = |c: &ClusterSim| {
         recvs.iter().all(|(_, op)| outcome(c, b, *op).is_some())
@@ -166,6 +198,7 @@ fn an_unclaimed_message_holds_at_most_the_bound_until_received() {
         .command(
             a,
             Command::Send {
+                comm: CommId::WORLD,
                 to,
                 tag: 5,
                 data: data.clone(),
@@ -182,7 +215,16 @@ fn an_unclaimed_message_holds_at_most_the_bound_until_received() {
     assert!(peak.get() > LIMIT, "never filled: {} B", peak.get());
     assert!(peak.get() <= bound, "held {} B (bound {bound})", peak.get());
 
-    let recv = c.command(b, Command::Recv { from, tag: 5 }).unwrap();
+    let recv = c
+        .command(
+            b,
+            Command::Recv {
+                comm: CommId::WORLD,
+                from,
+                tag: 5,
+            },
+        )
+        .unwrap();
     let got = c.run_until(Duration::from_secs(20), |c| {
         watch(c);
         outcome(c, b, recv).is_some() && outcome(c, a, send).is_some()
@@ -216,10 +258,28 @@ fn a_sender_lost_mid_message_fails_the_receive_and_releases_the_parts() {
         ..lan()
     };
     c.sim.set_link_both(a, b, slow);
-    let recv = c.command(b, Command::Recv { from, tag: 1 }).unwrap();
+    let recv = c
+        .command(
+            b,
+            Command::Recv {
+                comm: CommId::WORLD,
+                from,
+                tag: 1,
+            },
+        )
+        .unwrap();
     for tag in [1, 2] {
         let data = pattern(tag, LEN);
-        c.command(a, Command::Send { to, tag, data }).unwrap();
+        c.command(
+            a,
+            Command::Send {
+                comm: CommId::WORLD,
+                to,
+                tag,
+                data,
+            },
+        )
+        .unwrap();
     }
     let started = c.run_until(Duration::from_secs(5), |c| {
         c.node(b).unwrap().stats().unmatched_bytes > 64 << 10
@@ -251,10 +311,20 @@ fn hostile_announcements_are_refused_without_allocating() {
         let (rogue, b) = (hosts[0], hosts[1]);
         let (from, to) = (rank(&c, rogue), rank(&c, b));
         let epoch = c.ready(b).unwrap().2;
-        let recv = c.command(b, Command::Recv { from, tag: 9 }).unwrap();
+        let recv = c
+            .command(
+                b,
+                Command::Recv {
+                    comm: CommId::WORLD,
+                    from,
+                    tag: 9,
+                },
+            )
+            .unwrap();
         let start = |tag, total| {
             Message::TaggedStart(TaggedStart {
                 epoch,
+                comm: 0,
                 tag,
                 seq: 0,
                 total,
@@ -273,6 +343,7 @@ fn hostile_announcements_are_refused_without_allocating() {
             1 => start(2, u64::MAX),
             _ => Message::TaggedPart(TaggedPart {
                 epoch,
+                comm: 0,
                 tag: 1,
                 seq: 0,
                 offset: 1,

@@ -202,11 +202,17 @@ fn four_concurrent_allreduces_on_split_communicators() {
             match got {
                 Ok(Outcome::Split {
                     comm: Some((id, sub_rank, size)),
+                    members,
+                    ..
                 }) => {
                     // Members r, r+4 with keys -r, -(r+4): the higher world rank comes first.
                     let expect_rank = if r < 4 { 1 } else { 0 };
                     if size != 2 || sub_rank != expect_rank {
                         return Err(format!("rank {r}: sub rank {sub_rank} of {size}"));
+                    }
+                    let low = r % 4;
+                    if members != [low as u32 + 4, low as u32] {
+                        return Err(format!("rank {r}: members {members:?}"));
                     }
                     comms.push(id);
                 }

@@ -67,6 +67,7 @@ fn config(c: NodeConfig) -> NodeConfig {
 fn tagged(epoch: u64, tag: u64, seq: u64, payload: &'static [u8]) -> Message {
     Message::Tagged(Tagged {
         epoch,
+        comm: 0,
         tag,
         seq,
         payload: Bytes::from_static(payload),
@@ -171,7 +172,14 @@ fn next_epoch_frames(seed: u64) -> Result<(), String> {
         return Err("no epoch change after the crash".into());
     }
     let op = c
-        .command(victim, Command::Recv { from: 3, tag: 7 })
+        .command(
+            victim,
+            Command::Recv {
+                comm: CommId::WORLD,
+                from: 3,
+                tag: 7,
+            },
+        )
         .map_err(|e| e.to_string())?;
     c.run_until(Duration::from_secs(1), |c| {
         c.events(victim)
@@ -380,9 +388,10 @@ fn tiny_flood(seed: u64) -> Result<(), String> {
                 true,
                 Ok(Outcome::Split {
                     comm: Some((id, me, 3)),
+                    ..
                 }),
             ) if me == r as u32 => honest_comm = Some(id),
-            (false, Ok(Outcome::Split { comm: None })) => {}
+            (false, Ok(Outcome::Split { comm: None, .. })) => {}
             (_, other) => return Err(format!("split on rank {r}: {other:?}")),
         }
     }

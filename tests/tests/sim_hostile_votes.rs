@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use nexar_proto::codec::{Message, RecoveryVote};
+use nexar_proto::collective::CommId;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId};
 use nexar_proto::{Command, CommandError, OpError, RecoveryPolicy};
 use nexar_tests::collectives::wait_all;
@@ -294,7 +295,14 @@ fn crash_and_lie(seed: u64, policy: RecoveryPolicy) -> Result<(), String> {
                         c.events(*x)
                     ));
                 }
-                let refused = c.command(*x, Command::Recv { from: 0, tag: 0 });
+                let refused = c.command(
+                    *x,
+                    Command::Recv {
+                        comm: CommId::WORLD,
+                        from: 0,
+                        tag: 0,
+                    },
+                );
                 if refused
                     != Err(CommandError::Aborted {
                         rank: crashed as u32,

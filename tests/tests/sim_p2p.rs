@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use nexar_proto::collective::CommId;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId};
 use nexar_proto::{Command, CommandError, Event, NodeConfig, OpId, Outcome};
 use nexar_tests::support::{form, lan, lossy, tagged_payload, TestRng};
@@ -83,6 +84,7 @@ fn traffic(seed: u64, shape: &Shape) -> Result<(), String> {
         c.command(
             host(m.to),
             Command::Recv {
+                comm: CommId::WORLD,
                 from: m.from,
                 tag: m.tag,
             },
@@ -98,6 +100,7 @@ fn traffic(seed: u64, shape: &Shape) -> Result<(), String> {
             .command(
                 host(m.from),
                 Command::Send {
+                    comm: CommId::WORLD,
                     to: m.to,
                     tag: m.tag,
                     data: m.data.clone(),
@@ -262,6 +265,7 @@ fn flooding_a_rank_is_bounded_and_recovers() {
     let refusal = loop {
         assert!(accepted < 4096, "no backpressure after {accepted} messages");
         let send = Command::Send {
+            comm: CommId::WORLD,
             to,
             tag: TAG,
             data: payload(accepted),
@@ -308,7 +312,14 @@ fn flooding_a_rank_is_bounded_and_recovers() {
     // message arrives, in order.
     for k in 0..accepted {
         let op = c
-            .command(receiver, Command::Recv { from, tag: TAG })
+            .command(
+                receiver,
+                Command::Recv {
+                    comm: CommId::WORLD,
+                    from,
+                    tag: TAG,
+                },
+            )
             .unwrap();
         let got = |c: &ClusterSim| {
             c.events(receiver).iter().find_map(|e| match e {
@@ -342,6 +353,7 @@ fn flooding_a_rank_is_bounded_and_recovers() {
         .command(
             sender,
             Command::Send {
+                comm: CommId::WORLD,
                 to,
                 tag: TAG,
                 data: payload(accepted),
@@ -349,7 +361,14 @@ fn flooding_a_rank_is_bounded_and_recovers() {
         )
         .unwrap();
     let recv = c
-        .command(receiver, Command::Recv { from, tag: TAG })
+        .command(
+            receiver,
+            Command::Recv {
+                comm: CommId::WORLD,
+                from,
+                tag: TAG,
+            },
+        )
         .unwrap();
     let last = |c: &ClusterSim| {
         c.events(receiver).iter().find_map(|e| match e {

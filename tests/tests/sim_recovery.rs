@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use nexar_proto::codec::{CollectiveKind, DType, ReduceOp};
+use nexar_proto::collective::CommId;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId};
 use nexar_proto::{
     Command, CommandError, Event, JoinError, Node, OpError, Outcome, RecoveryPolicy,
@@ -75,7 +76,14 @@ fn crash_before_collective(seed: u64, policy: RecoveryPolicy) -> Result<(), Stri
     }
     match policy {
         RecoveryPolicy::Abort => {
-            let refused = c.command(survivors[0], Command::Recv { from: 0, tag: 0 });
+            let refused = c.command(
+                survivors[0],
+                Command::Recv {
+                    comm: CommId::WORLD,
+                    from: 0,
+                    tag: 0,
+                },
+            );
             if refused != Err(CommandError::Aborted { rank: dead }) {
                 return Err(format!("after abort, a command gave {refused:?}"));
             }
@@ -342,7 +350,15 @@ fn pauses_short_and_long() {
         if stale(&c) <= stale_before {
             return Err("the woken node's old-epoch messages were not seen and rejected".into());
         }
-        if c.command(pk, Command::Recv { from: 0, tag: 1 }) != Err(CommandError::NotMember) {
+        if c.command(
+            pk,
+            Command::Recv {
+                comm: CommId::WORLD,
+                from: 0,
+                tag: 1,
+            },
+        ) != Err(CommandError::NotMember)
+        {
             return Err("the evicted node still takes commands".into());
         }
         correct_on(&mut c, &order, &allreduce(300))

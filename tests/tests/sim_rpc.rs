@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nexar_proto::codec::RpcStatus;
+use nexar_proto::collective::CommId;
 use nexar_proto::sim::{run_seeds, ClusterSim, HostId};
 use nexar_proto::{
     Command, CommandError, Event, NodeConfig, OpError, OpId, Outcome, RecoveryPolicy, RpcRequestId,
@@ -523,6 +524,7 @@ fn passes_paused_p2p(seed: u64) -> Result<(), String> {
         h.command(
             0,
             Command::Send {
+                comm: CommId::WORLD,
                 to: 1,
                 tag: 3,
                 data: chunk.clone(),

@@ -11,7 +11,7 @@ use super::{DecodeError, Limits};
 pub const MAGIC: [u8; 2] = *b"NX";
 
 /// The frame format version this build writes and accepts.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Size of [`FrameHeader`] on the wire: magic (2), version (1), kind (1), flags (1), len (4).
 ///
@@ -228,7 +228,7 @@ mod tests {
 
     fn header(kind: u8, flags: u8, len: u32) -> [u8; HEADER_LEN] {
         let l = len.to_le_bytes();
-        [b'N', b'X', 1, kind, flags, l[0], l[1], l[2], l[3]]
+        [b'N', b'X', 2, kind, flags, l[0], l[1], l[2], l[3]]
     }
 
     #[test]
@@ -238,7 +238,7 @@ mod tests {
             flags: Flags::IGNORABLE,
             len: 0x0102_0304,
         };
-        assert_eq!(h.to_bytes(), [b'N', b'X', 1, 0x10, 0x01, 4, 3, 2, 1]);
+        assert_eq!(h.to_bytes(), [b'N', b'X', 2, 0x10, 0x01, 4, 3, 2, 1]);
         assert_eq!(
             FrameHeader::parse(
                 &h.to_bytes(),
@@ -260,15 +260,18 @@ mod tests {
             FrameHeader::parse(&bad, &limits),
             Err(DecodeError::BadMagic { found: *b"QX" })
         );
-        let mut bad = header(0x10, 0, 0);
-        bad[2] = 7;
-        assert_eq!(
-            FrameHeader::parse(&bad, &limits),
-            Err(DecodeError::UnsupportedVersion {
-                found: 7,
-                supported: 1
-            })
-        );
+        // A later version, and the earlier one (whose `Tagged` had no `comm`).
+        for found in [7, 1] {
+            let mut bad = header(0x10, 0, 0);
+            bad[2] = found;
+            assert_eq!(
+                FrameHeader::parse(&bad, &limits),
+                Err(DecodeError::UnsupportedVersion {
+                    found,
+                    supported: 2
+                })
+            );
+        }
         assert_eq!(
             FrameHeader::parse(&header(0x10, 0x82, 0), &limits),
             Err(DecodeError::ReservedFlags { flags: 0x82 })

@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn hello_layout_is_pinned() {
         let frame = Message::Hello(hello()).to_frame();
-        let mut expected = vec![b'N', b'X', 1, 0x01, 0];
+        let mut expected = vec![b'N', b'X', 2, 0x01, 0];
         expected.extend_from_slice(&(2u32 + 32 + 4 + 3 + 19 + 5 + 8).to_le_bytes());
         expected.extend_from_slice(&[1, 0]);
         expected.extend_from_slice(&[0xAB; 32]);

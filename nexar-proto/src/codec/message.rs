@@ -319,6 +319,7 @@ mod tests {
     fn byte_fields_are_zero_copy() {
         let message = Message::Tagged(crate::codec::Tagged {
             epoch: 1,
+            comm: 0,
             tag: 2,
             seq: 3,
             payload: Bytes::from_static(b"payload"),

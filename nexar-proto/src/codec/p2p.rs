@@ -6,11 +6,14 @@ use super::message::{Body, WireMessage};
 use super::wire::{self, Reader};
 use super::{DecodeError, Kind, Limits};
 
-/// Tagged point-to-point data, matched by the receiver on `(sender, tag, seq)`.
+/// Tagged point-to-point data, matched by the receiver on `(sender, comm, tag, seq)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tagged {
     /// Epoch the send was issued in; data from an older epoch is dropped.
     pub epoch: u64,
+    /// The communicator the message belongs to (`CommId::WORLD`'s 0, or a split one's
+    /// id): messages of one tag on different communicators never match each other.
+    pub comm: u64,
     /// User tag.
     pub tag: u64,
     /// Per-(peer, tag) sequence number, so that messages with one tag match in order.
@@ -21,11 +24,12 @@ pub struct Tagged {
 
 impl Body for Tagged {
     fn body_len(&self) -> usize {
-        8 + 8 + 8 + wire::bytes_len(&self.payload)
+        8 + 8 + 8 + 8 + wire::bytes_len(&self.payload)
     }
 
     fn encode_fields(&self, out: &mut BytesMut) {
         out.put_u64_le(self.epoch);
+        out.put_u64_le(self.comm);
         out.put_u64_le(self.tag);
         out.put_u64_le(self.seq);
         wire::put_len(out, self.payload.len());
@@ -42,6 +46,7 @@ impl WireMessage for Tagged {
     fn decode_body(r: &mut Reader, _limits: &Limits) -> Result<Self, DecodeError> {
         Ok(Tagged {
             epoch: r.u64("tagged.epoch")?,
+            comm: r.u64("tagged.comm")?,
             tag: r.u64("tagged.tag")?,
             seq: r.u64("tagged.seq")?,
             payload: r.bytes("tagged.payload", u32::MAX)?,
@@ -49,8 +54,8 @@ impl WireMessage for Tagged {
     }
 }
 
-/// Opens a tagged message too large for one [`Tagged`] frame: its (tag, seq) take their
-/// place in the matching order here, and its bytes follow in [`TaggedPart`]s.
+/// Opens a tagged message too large for one [`Tagged`] frame: its (comm, tag, seq) take
+/// their place in the matching order here, and its bytes follow in [`TaggedPart`]s.
 ///
 /// The receiver checks `total` against its configured maximum before it allocates
 /// anything, and allocates the message only once a receive has claimed it.
@@ -58,9 +63,11 @@ impl WireMessage for Tagged {
 pub struct TaggedStart {
     /// Epoch the send was issued in; as for [`Tagged`].
     pub epoch: u64,
+    /// The communicator the message belongs to; as for [`Tagged`].
+    pub comm: u64,
     /// User tag.
     pub tag: u64,
-    /// Per-(peer, tag) sequence number, shared with [`Tagged`].
+    /// Per-(peer, comm, tag) sequence number, shared with [`Tagged`].
     pub seq: u64,
     /// Length of the whole message in bytes.
     pub total: u64,
@@ -68,11 +75,12 @@ pub struct TaggedStart {
 
 impl Body for TaggedStart {
     fn body_len(&self) -> usize {
-        8 + 8 + 8 + 8
+        8 + 8 + 8 + 8 + 8
     }
 
     fn encode_fields(&self, out: &mut BytesMut) {
         out.put_u64_le(self.epoch);
+        out.put_u64_le(self.comm);
         out.put_u64_le(self.tag);
         out.put_u64_le(self.seq);
         out.put_u64_le(self.total);
@@ -85,6 +93,7 @@ impl WireMessage for TaggedStart {
     fn decode_body(r: &mut Reader, _limits: &Limits) -> Result<Self, DecodeError> {
         Ok(TaggedStart {
             epoch: r.u64("tagged_start.epoch")?,
+            comm: r.u64("tagged_start.comm")?,
             tag: r.u64("tagged_start.tag")?,
             seq: r.u64("tagged_start.seq")?,
             total: r.u64("tagged_start.total")?,
@@ -98,6 +107,8 @@ impl WireMessage for TaggedStart {
 pub struct TaggedPart {
     /// The sender's epoch when it encoded this part.
     pub epoch: u64,
+    /// The message's communicator.
+    pub comm: u64,
     /// The message's tag.
     pub tag: u64,
     /// The message's sequence number.
@@ -109,17 +120,18 @@ pub struct TaggedPart {
 }
 
 impl TaggedPart {
-    /// Bytes of a part's payload before its data: epoch, tag, seq, offset, length.
-    pub const OVERHEAD: usize = 8 + 8 + 8 + 8 + 4;
+    /// Bytes of a part's payload before its data: epoch, comm, tag, seq, offset, length.
+    pub const OVERHEAD: usize = 8 + 8 + 8 + 8 + 8 + 4;
 }
 
 impl Body for TaggedPart {
     fn body_len(&self) -> usize {
-        8 + 8 + 8 + 8 + wire::bytes_len(&self.payload)
+        8 + 8 + 8 + 8 + 8 + wire::bytes_len(&self.payload)
     }
 
     fn encode_fields(&self, out: &mut BytesMut) {
         out.put_u64_le(self.epoch);
+        out.put_u64_le(self.comm);
         out.put_u64_le(self.tag);
         out.put_u64_le(self.seq);
         out.put_u64_le(self.offset);
@@ -137,6 +149,7 @@ impl WireMessage for TaggedPart {
     fn decode_body(r: &mut Reader, _limits: &Limits) -> Result<Self, DecodeError> {
         Ok(TaggedPart {
             epoch: r.u64("tagged_part.epoch")?,
+            comm: r.u64("tagged_part.comm")?,
             tag: r.u64("tagged_part.tag")?,
             seq: r.u64("tagged_part.seq")?,
             offset: r.u64("tagged_part.offset")?,
@@ -312,12 +325,14 @@ mod tests {
     fn tagged_start_and_part_layouts_are_pinned() {
         let start = Message::TaggedStart(TaggedStart {
             epoch: 1,
+            comm: 0x0607,
             tag: 0x0203,
             seq: 4,
             total: 0x0500_0000,
         });
-        let mut want = vec![b'N', b'X', 1, 0x25, 0, 32, 0, 0, 0];
+        let mut want = vec![b'N', b'X', 2, 0x25, 0, 40, 0, 0, 0];
         want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[7, 6, 0, 0, 0, 0, 0, 0]);
         want.extend_from_slice(&[3, 2, 0, 0, 0, 0, 0, 0]);
         want.extend_from_slice(&[4, 0, 0, 0, 0, 0, 0, 0]);
         want.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0]);
@@ -325,13 +340,14 @@ mod tests {
 
         let part = Message::TaggedPart(TaggedPart {
             epoch: 1,
+            comm: 9,
             tag: 2,
             seq: 3,
             offset: 0x0100_0000,
             payload: Bytes::from_static(b"ab"),
         });
-        let mut want = vec![b'N', b'X', 1, 0x26, 0, 38, 0, 0, 0];
-        for field in [1u8, 2, 3] {
+        let mut want = vec![b'N', b'X', 2, 0x26, 0, 46, 0, 0, 0];
+        for field in [1u8, 9, 2, 3] {
             want.extend_from_slice(&[field, 0, 0, 0, 0, 0, 0, 0]);
         }
         want.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);

@@ -199,10 +199,11 @@ fn chunk() -> impl Strategy<Value = Message> {
 
 fn p2p() -> BoxedStrategy<Message> {
     Union::new([
-        (any::<(u64, u64, u64)>(), arb_bytes(256))
-            .prop_map(|((epoch, tag, seq), payload)| {
+        (any::<(u64, u64, u64, u64)>(), arb_bytes(256))
+            .prop_map(|((epoch, comm, tag, seq), payload)| {
                 Message::Tagged(Tagged {
                     epoch,
+                    comm,
                     tag,
                     seq,
                     payload,
@@ -226,20 +227,22 @@ fn p2p() -> BoxedStrategy<Message> {
         (any::<(u32, u32)>(), arb_bytes(64))
             .prop_map(|((from, to), inner)| Message::Relay(Relay { from, to, inner }))
             .boxed(),
-        any::<(u64, u64, u64, u64)>()
-            .prop_map(|(epoch, tag, seq, total)| {
+        any::<(u64, u64, u64, u64, u64)>()
+            .prop_map(|(epoch, comm, tag, seq, total)| {
                 Message::TaggedStart(TaggedStart {
                     epoch,
+                    comm,
                     tag,
                     seq,
                     total,
                 })
             })
             .boxed(),
-        (any::<(u64, u64, u64, u64)>(), arb_bytes(256))
-            .prop_map(|((epoch, tag, seq, offset), payload)| {
+        (any::<(u64, u64, u64, u64, u64)>(), arb_bytes(256))
+            .prop_map(|((epoch, comm, tag, seq, offset), payload)| {
                 Message::TaggedPart(TaggedPart {
                     epoch,
+                    comm,
                     tag,
                     seq,
                     offset,

@@ -54,10 +54,14 @@ impl Communicator {
     /// MPI_Comm_split: members with our color, ordered by (key, parent rank).
     ///
     /// `contributions[r]` is parent rank r's (color, key); `None` colour means "no new
-    /// communicator" (MPI_UNDEFINED). The id hashes (parent id, parent seq, colour), so
-    /// every member computes the same id without a message and different splits differ.
+    /// communicator" (MPI_UNDEFINED). The id hashes (epoch, parent id, parent seq,
+    /// colour), so every member computes the same id without a message and different
+    /// splits differ. The epoch is in it because sequence numbers start again at every
+    /// epoch: without it the first split of a new epoch would get the id of the old
+    /// epoch's first split, and a handle to the dead one would address the new one.
     pub(crate) fn split(
         &self,
+        epoch: u64,
         parent_seq: u64,
         contributions: &[(Option<u32>, i64)],
     ) -> Option<Communicator> {
@@ -74,6 +78,7 @@ impl Communicator {
         let me = group.iter().position(|(_, r)| *r == self.me)? as u32;
         let mut h = Sha256::new();
         h.update(b"nexar-comm-split");
+        h.update(epoch.to_le_bytes());
         h.update(self.id.0.to_le_bytes());
         h.update(parent_seq.to_le_bytes());
         h.update(color.to_le_bytes());
@@ -105,12 +110,16 @@ mod tests {
             (Some(1), 0),
             (None, 0),
         ];
-        let sub = world.split(7, &c).unwrap();
+        let sub = world.split(1, 7, &c).unwrap();
         assert_eq!(sub.members, vec![2, 0, 3]);
         assert_eq!(sub.me, 2);
-        let other = Communicator::world(5, 1).split(7, &c).unwrap();
+        let other = Communicator::world(5, 1).split(1, 7, &c).unwrap();
         assert_eq!(other.members, vec![1]);
         assert_ne!(sub.id, other.id);
-        assert!(Communicator::world(5, 4).split(7, &c).is_none());
+        assert!(Communicator::world(5, 4).split(1, 7, &c).is_none());
+        // The same split in the next epoch makes another communicator.
+        let next = world.split(2, 7, &c).unwrap();
+        assert_eq!(next.members, sub.members);
+        assert_ne!(next.id, sub.id);
     }
 }

@@ -21,19 +21,25 @@ use crate::rpc::RpcRequestId;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Command {
-    /// Send `data` to rank `to` under `tag`. Completes with `Outcome::Sent` once QUIC has
-    /// taken the bytes.
+    /// Send `data` to rank `to` of `comm` under `tag`. Completes with `Outcome::Sent`
+    /// once QUIC has taken the bytes. Messages on different communicators never match
+    /// each other, whatever their tags.
     Send {
-        /// Destination rank (may be our own).
+        /// The communicator (`CommId::WORLD` for world ranks).
+        comm: CommId,
+        /// Destination rank within `comm` (may be our own).
         to: u32,
         /// Matching tag.
         tag: u64,
         /// The payload.
         data: Bytes,
     },
-    /// Receive the next message from rank `from` under `tag` (in the order sent).
+    /// Receive the next message from rank `from` of `comm` under `tag` (in the order
+    /// sent on `comm`).
     Recv {
-        /// Source rank (may be our own).
+        /// The communicator (`CommId::WORLD` for world ranks).
+        comm: CommId,
+        /// Source rank within `comm` (may be our own).
         from: u32,
         /// Matching tag.
         tag: u64,
@@ -182,38 +188,27 @@ impl Node {
     ) -> Result<(), CommandError> {
         let (me, world, epoch) = self.membership_for(&command)?;
         match command {
-            Command::Send { to, tag, data } => {
-                check_rank(to, world)?;
-                // A message over the maximum would be refused by the receiver and cut
-                // the connection: refuse it here, typed, before anything is queued.
-                let limit = self.max_message();
-                if data.len() > limit {
-                    return Err(CommandError::MessageTooLarge {
-                        len: data.len(),
-                        limit,
-                    });
-                }
-                let done = if to == me {
-                    let seq = self.p2p.next_seq(to, tag);
-                    self.deliver_tagged(now, me, tag, seq, data);
-                    true
-                } else {
-                    self.send_tagged(op, to, tag, epoch, data)?
-                };
-                if done {
+            Command::Send {
+                comm,
+                to,
+                tag,
+                data,
+            } => {
+                let peer = self.p2p_peer(comm, to, world)?;
+                if self.start_send(now, op, (me, epoch), (peer, comm.0, tag), data)? {
                     self.events.push_back(Event::Completed {
                         op,
                         outcome: Ok(Outcome::Sent),
                     });
                 }
             }
-            Command::Recv { from, tag } => {
-                check_rank(from, world)?;
-                if let Some(event) = self.p2p.post(op, from, tag) {
+            Command::Recv { comm, from, tag } => {
+                let peer = self.p2p_peer(comm, from, world)?;
+                if let Some(event) = self.p2p.post(op, (peer, comm.0, tag), from) {
                     self.events.push_back(event);
                 }
                 // Claiming a message, whole or still arriving in parts, releases budget.
-                self.resume_reading(from);
+                self.resume_reading(peer);
             }
             Command::Collective {
                 comm,
@@ -255,6 +250,56 @@ impl Node {
             Command::Leave => self.checkpoint(op, true)?,
         }
         Ok(())
+    }
+}
+
+impl Node {
+    /// Send `data` to world rank `key.0` on communicator `key.1` under tag `key.2`, from
+    /// world rank `me` in `epoch`. Returns whether the send is complete already (a
+    /// message in parts completes `op` once its last part is out).
+    fn start_send(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        (me, epoch): (u32, u64),
+        key: (u32, u64, u64),
+        data: Bytes,
+    ) -> Result<bool, CommandError> {
+        // A message over the maximum would be refused by the receiver and cut the
+        // connection: refuse it here, typed, before anything is queued.
+        let limit = self.max_message();
+        if data.len() > limit {
+            return Err(CommandError::MessageTooLarge {
+                len: data.len(),
+                limit,
+            });
+        }
+        if key.0 == me {
+            let seq = self.p2p.next_seq(key);
+            self.deliver_tagged(now, key, seq, data);
+            return Ok(true);
+        }
+        self.send_tagged(op, key, epoch, data)
+    }
+
+    /// The world rank of rank `rank` of `comm`, for a point-to-point command.
+    fn p2p_peer(&self, comm: CommId, rank: u32, world: u32) -> Result<u32, CommandError> {
+        if comm == CommId::WORLD {
+            check_rank(rank, world)?;
+            return Ok(rank);
+        }
+        let exec = self.exec.as_ref().ok_or(CommandError::NotReady)?;
+        let members = exec
+            .comm_members(comm)
+            .ok_or(CommandError::UnknownCommunicator { comm })?;
+        members
+            .get(rank as usize)
+            .copied()
+            .ok_or(CommandError::NotInCommunicator {
+                comm,
+                rank,
+                size: members.len() as u32,
+            })
     }
 }
 

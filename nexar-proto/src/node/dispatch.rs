@@ -179,17 +179,19 @@ impl Node {
                 let epoch = w.membership().map_or(0, |m| m.epoch);
                 match (class, msg) {
                     (StreamClass::P2p, Message::Tagged(t)) if t.epoch == epoch => {
-                        self.deliver_tagged(now, from, t.tag, t.seq, t.payload);
+                        self.deliver_tagged(now, (from, t.comm, t.tag), t.seq, t.payload);
                         Vec::new()
                     }
                     (StreamClass::P2p, Message::TaggedStart(t)) if t.epoch == epoch => {
-                        let arrival = self.p2p.on_start(from, t.tag, t.seq, t.total);
+                        let key = (from, t.comm, t.tag);
+                        let arrival = self.p2p.on_start(key, t.seq, t.total);
                         self.on_p2p_arrival(now, from, arrival);
                         Vec::new()
                     }
                     // `intercept` let it through: its message is arriving here.
                     (StreamClass::P2p, Message::TaggedPart(t)) => {
-                        let arrival = self.p2p.on_part(from, t.tag, t.seq, t.offset, t.payload);
+                        let key = (from, t.comm, t.tag);
+                        let arrival = self.p2p.on_part(key, t.seq, t.offset, t.payload);
                         self.on_p2p_arrival(now, from, arrival);
                         Vec::new()
                     }

@@ -532,8 +532,8 @@ fn transport_limits(config: &NodeConfig) -> TransportLimits {
     }
 }
 
-/// Bytes of a `Tagged` message before its payload: epoch, tag, seq, payload length.
-const TAGGED_OVERHEAD: usize = 8 + 8 + 8 + 4;
+/// Bytes of a `Tagged` message before its payload: epoch, comm, tag, seq, payload length.
+const TAGGED_OVERHEAD: usize = 8 + 8 + 8 + 8 + 4;
 
 fn send_error(to: u32, e: SendError) -> CommandError {
     match e {

@@ -344,7 +344,7 @@ impl Node {
             // node has moved to a later epoch since the message started.
             Message::TaggedPart(t)
                 if w.rank_of(*conn)
-                    .is_some_and(|from| self.p2p.is_arriving(from, t.tag, t.seq)) =>
+                    .is_some_and(|from| self.p2p.is_arriving((from, t.comm, t.tag), t.seq)) =>
             {
                 return Some(event);
             }
@@ -538,6 +538,16 @@ impl Node {
             }
             self.p2p = P2p::new(self.p2p.max_len());
             self.rpc_reset(&OpError::EpochChanged { epoch });
+        } else {
+            // The world's ranks stay, but split communicators end with the epoch: their
+            // unclaimed messages and receives go (and their bytes stop holding back
+            // their senders' streams).
+            for op in self.p2p.drop_split_comms() {
+                self.complete(op, Err(OpError::EpochChanged { epoch }));
+            }
+            for rank in 0..world {
+                self.resume_reading(rank);
+            }
         }
         if let Role::Worker(w) = &self.role {
             for conn in w.live_conns() {

@@ -9,7 +9,7 @@ use super::{send_error, Node};
 use crate::codec::{Message, Tagged, TaggedPart, TaggedStart};
 use crate::error::{CommandError, OpError};
 use crate::event::{Event, OpId, Outcome};
-use crate::p2p::{ArrivalError, Pumped};
+use crate::p2p::{ArrivalError, Key, Pumped};
 use crate::transport::StreamClass;
 
 /// The most bytes of a message one part carries (less if the frame limit is lower):
@@ -18,25 +18,27 @@ use crate::transport::StreamClass;
 const PART_BYTES: usize = 1 << 20;
 
 impl Node {
-    /// Send `data` to `to` (not ourselves) under `tag`: one `Tagged` frame if it fits,
-    /// else a `TaggedStart` now and parts as the stream drains. Returns whether the
-    /// send is complete already (the op completes later otherwise).
+    /// Send `data` to world rank `key.0` (not ourselves) on communicator `key.1` under
+    /// tag `key.2`: one `Tagged` frame if it fits, else a `TaggedStart` now and parts as
+    /// the stream drains. Returns whether the send is complete already (the op
+    /// completes later otherwise).
     pub(super) fn send_tagged(
         &mut self,
         op: OpId,
-        to: u32,
-        tag: u64,
+        key: Key,
         epoch: u64,
         data: Bytes,
     ) -> Result<bool, CommandError> {
+        let (to, comm, tag) = key;
         let conn = self.conn_of(to)?;
         // Take the number only once the frame is queued: a refused send must leave no
         // gap, which the receiver would take for a broken peer.
-        let seq = self.p2p.peek_seq(to, tag);
+        let seq = self.p2p.peek_seq(key);
         let whole = data.len() <= self.max_single_frame_message();
         let frame = if whole {
             Message::Tagged(Tagged {
                 epoch,
+                comm,
                 tag,
                 seq,
                 payload: data.clone(),
@@ -44,6 +46,7 @@ impl Node {
         } else {
             Message::TaggedStart(TaggedStart {
                 epoch,
+                comm,
                 tag,
                 seq,
                 total: data.len() as u64,
@@ -52,9 +55,9 @@ impl Node {
         self.transport
             .send(conn, StreamClass::P2p, frame.to_frame())
             .map_err(|e| send_error(to, e))?;
-        self.p2p.next_seq(to, tag);
+        self.p2p.next_seq(key);
         if !whole {
-            self.p2p.outbox.push(op, to, tag, seq, epoch, data);
+            self.p2p.outbox.push(op, key, seq, epoch, data);
         }
         Ok(whole)
     }
@@ -103,17 +106,11 @@ impl Node {
         }
     }
 
-    /// A tagged message from `from` (possibly ourselves) arrived in order.
-    pub(super) fn deliver_tagged(
-        &mut self,
-        now: Instant,
-        from: u32,
-        tag: u64,
-        seq: u64,
-        data: Bytes,
-    ) {
-        let arrival = self.p2p.on_arrival(from, tag, seq, data);
-        self.on_p2p_arrival(now, from, arrival);
+    /// A tagged message from world rank `key.0` (possibly ourselves) on communicator
+    /// `key.1` under tag `key.2` arrived in order.
+    pub(super) fn deliver_tagged(&mut self, now: Instant, key: Key, seq: u64, data: Bytes) {
+        let arrival = self.p2p.on_arrival(key, seq, data);
+        self.on_p2p_arrival(now, key.0, arrival);
     }
 
     /// Act on what a tagged message, start or part from `from` did to the matching.

@@ -1,4 +1,11 @@
-//! Tagged point-to-point messaging: matching receives to arrivals per (source, tag).
+//! Tagged point-to-point messaging: matching receives to arrivals per (source,
+//! communicator, tag).
+//!
+//! Sources and destinations here are world ranks; the communicator (`CommId`'s `u64`,
+//! carried in every `Tagged`, `TaggedStart` and `TaggedPart` frame) is part of the
+//! matching key, so a message sent on a split communicator never satisfies a world
+//! receive of the same tag, and back. A receive remembers the rank it reports the sender
+//! as (its rank in the receive's communicator).
 //!
 //! Order and exactly-once come from QUIC: all tagged data from one rank travels on one
 //! stream, so it arrives once and in order. The sequence number on each message is a
@@ -28,6 +35,28 @@ pub(crate) use outbox::{Outbox, Pumped};
 pub(crate) use parts::PartError;
 use parts::Partial;
 
+/// (peer's world rank, communicator, tag): what a message is matched on.
+pub(crate) type Key = (u32, u64, u64);
+
+/// A message arriving in parts: its key and sequence number.
+type PartKey = (u32, u64, u64, u64);
+
+fn part_key((from, comm, tag): Key, seq: u64) -> PartKey {
+    (from, comm, tag, seq)
+}
+
+/// Whether `key` belongs to a split communicator (not the world's, id 0).
+fn split(key: &Key) -> bool {
+    key.1 != 0
+}
+
+/// A posted receive: its id, and the sender's rank as the receive reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Posted {
+    op: OpId,
+    from: u32,
+}
+
 /// What one unmatched message costs beyond its payload: its queue (a message with a new
 /// tag gets one of its own), the (source, tag) map entries that match and sequence it,
 /// and the payload's own allocation, with the allocator's rounding.
@@ -36,7 +65,7 @@ pub(crate) const UNMATCHED_OVERHEAD: usize = 256;
 /// Why an arrival was refused; each means a broken or hostile peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ArrivalError {
-    /// The sequence number is not the next one for (source, tag).
+    /// The sequence number is not the next one for (source, comm, tag).
     OutOfSequence { expected: u64, got: u64 },
     /// A message announced longer than the configured maximum.
     TooLong { len: u64, limit: usize },
@@ -61,15 +90,15 @@ enum Waiting {
 pub(crate) struct P2p {
     /// The longest message accepted (`NodeConfig::max_message_len`).
     max_len: usize,
-    /// Next sequence number we send per (destination, tag).
-    next_send: BTreeMap<(u32, u64), u64>,
-    /// Next sequence number we expect per (source, tag).
-    next_recv: BTreeMap<(u32, u64), u64>,
-    unmatched: BTreeMap<(u32, u64), VecDeque<Waiting>>,
+    /// Next sequence number we send per (destination, comm, tag).
+    next_send: BTreeMap<Key, u64>,
+    /// Next sequence number we expect per (source, comm, tag).
+    next_recv: BTreeMap<Key, u64>,
+    unmatched: BTreeMap<Key, VecDeque<Waiting>>,
     unmatched_bytes: BTreeMap<u32, usize>,
-    posted: BTreeMap<(u32, u64), VecDeque<OpId>>,
-    /// Messages arriving in parts, by (source, tag, seq).
-    partials: BTreeMap<(u32, u64, u64), Partial>,
+    posted: BTreeMap<Key, VecDeque<Posted>>,
+    /// Messages arriving in parts, by (source, comm, tag, seq).
+    partials: BTreeMap<PartKey, Partial>,
     /// Our own messages leaving in parts.
     pub(crate) outbox: Outbox,
 }
@@ -94,33 +123,32 @@ impl P2p {
         self.max_len
     }
 
-    /// The sequence number the next message to (to, tag) will take, without taking it.
-    pub(crate) fn peek_seq(&self, to: u32, tag: u64) -> u64 {
-        self.next_send.get(&(to, tag)).copied().unwrap_or(0)
+    /// The sequence number the next message to `key` will take, without taking it.
+    pub(crate) fn peek_seq(&self, key: Key) -> u64 {
+        self.next_send.get(&key).copied().unwrap_or(0)
     }
 
-    /// The sequence number for the next message to (to, tag).
-    pub(crate) fn next_seq(&mut self, to: u32, tag: u64) -> u64 {
-        let seq = self.next_send.entry((to, tag)).or_insert(0);
+    /// The sequence number for the next message to `key`.
+    pub(crate) fn next_seq(&mut self, key: Key) -> u64 {
+        let seq = self.next_send.entry(key).or_insert(0);
         let s = *seq;
         *seq += 1;
         s
     }
 
-    /// A message arrived. Completes a posted receive or buffers it.
+    /// A message arrived from `key`'s peer. Completes a posted receive or buffers it.
     pub(crate) fn on_arrival(
         &mut self,
-        from: u32,
-        tag: u64,
+        key: Key,
         seq: u64,
         data: Bytes,
     ) -> Result<Option<Event>, ArrivalError> {
-        self.take_seq(from, tag, seq)?;
-        if let Some(op) = pop(&mut self.posted, (from, tag)) {
-            return Ok(Some(received(op, from, tag, data)));
+        self.take_seq(key, seq)?;
+        if let Some(posted) = pop(&mut self.posted, key) {
+            return Ok(Some(received(posted, key.2, data)));
         }
-        self.charge(from, UNMATCHED_OVERHEAD + data.len());
-        self.wait(from, tag, Waiting::Whole(crate::retain::bytes(data)));
+        self.charge(key.0, UNMATCHED_OVERHEAD + data.len());
+        self.wait(key, Waiting::Whole(crate::retain::bytes(data)));
         Ok(None)
     }
 
@@ -128,8 +156,7 @@ impl P2p {
     /// until a receive claims it, and a length over the maximum is refused before that.
     pub(crate) fn on_start(
         &mut self,
-        from: u32,
-        tag: u64,
+        key: Key,
         seq: u64,
         total: u64,
     ) -> Result<Option<Event>, ArrivalError> {
@@ -140,65 +167,69 @@ impl P2p {
                 len: total,
                 limit: self.max_len,
             })?;
-        self.take_seq(from, tag, seq)?;
-        let op = pop(&mut self.posted, (from, tag));
-        if op.is_none() {
-            self.charge(from, UNMATCHED_OVERHEAD);
-            self.wait(from, tag, Waiting::Parts(seq));
+        self.take_seq(key, seq)?;
+        let posted = pop(&mut self.posted, key);
+        if posted.is_none() {
+            self.charge(key.0, UNMATCHED_OVERHEAD);
+            self.wait(key, Waiting::Parts(seq));
         }
         self.partials
-            .insert((from, tag, seq), Partial::new(total, op));
-        Ok(self.finish_if_complete(from, tag, seq))
+            .insert(part_key(key, seq), Partial::new(total, posted));
+        Ok(self.finish_if_complete(key, seq))
     }
 
-    /// A part of the message (from, tag, seq) arrived.
+    /// A part of the message (`key`, seq) arrived.
     pub(crate) fn on_part(
         &mut self,
-        from: u32,
-        tag: u64,
+        key: Key,
         seq: u64,
         offset: u64,
         data: Bytes,
     ) -> Result<Option<Event>, ArrivalError> {
         let partial = self
             .partials
-            .get_mut(&(from, tag, seq))
-            .ok_or(ArrivalError::NoSuchMessage { tag, seq })?;
+            .get_mut(&part_key(key, seq))
+            .ok_or(ArrivalError::NoSuchMessage { tag: key.2, seq })?;
         let buffered = partial.add(offset, data).map_err(ArrivalError::BadPart)?;
-        self.charge(from, buffered);
-        Ok(self.finish_if_complete(from, tag, seq))
+        self.charge(key.0, buffered);
+        Ok(self.finish_if_complete(key, seq))
     }
 
-    /// Whether (from, tag, seq) is a message still arriving in parts here.
-    pub(crate) fn is_arriving(&self, from: u32, tag: u64, seq: u64) -> bool {
-        self.partials.contains_key(&(from, tag, seq))
+    /// Whether (`key`, seq) is a message still arriving in parts here.
+    pub(crate) fn is_arriving(&self, key: Key, seq: u64) -> bool {
+        self.partials.contains_key(&part_key(key, seq))
     }
 
-    /// Post a receive: completes now if a message is waiting, else when one arrives.
-    pub(crate) fn post(&mut self, op: OpId, from: u32, tag: u64) -> Option<Event> {
-        match pop(&mut self.unmatched, (from, tag)) {
+    /// Post a receive for `key`, reporting the sender as `report_from`: completes now if
+    /// a message is waiting, else when one arrives.
+    pub(crate) fn post(&mut self, op: OpId, key: Key, report_from: u32) -> Option<Event> {
+        let posted = Posted {
+            op,
+            from: report_from,
+        };
+        match pop(&mut self.unmatched, key) {
             Some(Waiting::Whole(data)) => {
-                self.release(from, UNMATCHED_OVERHEAD + data.len());
-                Some(received(op, from, tag, data))
+                self.release(key.0, UNMATCHED_OVERHEAD + data.len());
+                Some(received(posted, key.2, data))
             }
             Some(Waiting::Parts(seq)) => {
-                let Some(partial) = self.partials.get_mut(&(from, tag, seq)) else {
+                let Some(partial) = self.partials.get_mut(&part_key(key, seq)) else {
                     // Its sender was lost mid-message and the parts dropped.
-                    return Some(failed(op, from));
+                    return Some(failed(op, key.0));
                 };
-                let released = partial.claim(op);
-                self.release(from, UNMATCHED_OVERHEAD + released);
-                self.finish_if_complete(from, tag, seq)
+                let released = partial.claim(posted);
+                self.release(key.0, UNMATCHED_OVERHEAD + released);
+                self.finish_if_complete(key, seq)
             }
             None => {
-                self.posted.entry((from, tag)).or_default().push_back(op);
+                self.posted.entry(key).or_default().push_back(posted);
                 None
             }
         }
     }
 
-    fn take_seq(&mut self, from: u32, tag: u64, seq: u64) -> Result<(), ArrivalError> {
-        let expected = self.next_recv.entry((from, tag)).or_insert(0);
+    fn take_seq(&mut self, key: Key, seq: u64) -> Result<(), ArrivalError> {
+        let expected = self.next_recv.entry(key).or_insert(0);
         if seq != *expected {
             return Err(ArrivalError::OutOfSequence {
                 expected: *expected,
@@ -209,9 +240,9 @@ impl P2p {
         Ok(())
     }
 
-    fn wait(&mut self, from: u32, tag: u64, waiting: Waiting) {
+    fn wait(&mut self, key: Key, waiting: Waiting) {
         self.unmatched
-            .entry((from, tag))
+            .entry(key)
             .or_insert_with(|| VecDeque::with_capacity(1))
             .push_back(waiting);
     }
@@ -231,14 +262,15 @@ impl P2p {
         }
     }
 
-    /// The completion of (from, tag, seq) if it is claimed and all its bytes are in.
-    fn finish_if_complete(&mut self, from: u32, tag: u64, seq: u64) -> Option<Event> {
-        let key = (from, tag, seq);
-        if !self.partials.get(&key)?.is_complete() || self.partials.get(&key)?.op().is_none() {
+    /// The completion of (`key`, seq) if it is claimed and all its bytes are in.
+    fn finish_if_complete(&mut self, key: Key, seq: u64) -> Option<Event> {
+        let pk = part_key(key, seq);
+        let partial = self.partials.get(&pk)?;
+        if !partial.is_complete() || partial.op().is_none() {
             return None;
         }
-        let (op, data) = self.partials.remove(&key)?.finish()?;
-        Some(received(op, from, tag, data))
+        let (posted, data) = self.partials.remove(&pk)?.finish()?;
+        Some(received(posted, key.2, data))
     }
 
     /// Bytes buffered from `from` that no receive has claimed (with the per-message
@@ -256,28 +288,37 @@ impl P2p {
     /// fails them (the peer is gone). Its messages still arriving in parts are dropped
     /// and their memory released; a receive that later meets one fails too.
     pub(crate) fn take_posted_from(&mut self, rank: u32) -> Vec<OpId> {
-        let keys: Vec<(u32, u64)> = self
+        let keys: Vec<Key> = self
             .posted
-            .range((rank, 0)..=(rank, u64::MAX))
+            .range((rank, 0, 0)..=(rank, u64::MAX, u64::MAX))
             .map(|(k, _)| *k)
             .collect();
         let mut ops: Vec<OpId> = keys
             .into_iter()
             .filter_map(|k| self.posted.remove(&k))
             .flatten()
+            .map(|p| p.op)
             .collect();
-        let partial_keys: Vec<(u32, u64, u64)> = self
+        let partial_keys: Vec<PartKey> = self
             .partials
-            .range((rank, 0, 0)..=(rank, u64::MAX, u64::MAX))
+            .range((rank, 0, 0, 0)..=(rank, u64::MAX, u64::MAX, u64::MAX))
             .map(|(k, _)| *k)
             .collect();
-        for key in partial_keys {
+        ops.extend(self.drop_partials(partial_keys));
+        ops.extend(self.outbox.take_to(rank));
+        ops
+    }
+
+    /// Remove the messages in parts at `keys`, releasing what they cost their senders:
+    /// the receives that had claimed them, to fail.
+    fn drop_partials(&mut self, keys: Vec<PartKey>) -> Vec<OpId> {
+        let mut ops = Vec::new();
+        for key in keys {
             if let Some(partial) = self.partials.remove(&key) {
-                self.release(rank, partial.charged());
+                self.release(key.0, partial.charged());
                 ops.extend(partial.op());
             }
         }
-        ops.extend(self.outbox.take_to(rank));
         ops
     }
 }
@@ -289,21 +330,60 @@ impl P2p {
         let mut ops: Vec<OpId> = std::mem::take(&mut self.posted)
             .into_values()
             .flatten()
+            .map(|p| p.op)
             .collect();
         // Every message in parts goes: the claimed fail with their receives, and the
         // memory of the unclaimed is released (a receive that meets one later fails).
-        for ((from, _, _), partial) in std::mem::take(&mut self.partials) {
-            self.release(from, partial.charged());
-            ops.extend(partial.op());
-        }
+        let partial_keys: Vec<PartKey> = self.partials.keys().copied().collect();
+        ops.extend(self.drop_partials(partial_keys));
         ops.extend(self.outbox.take_all());
+        ops
+    }
+
+    /// Forget every split communicator's traffic (an epoch change ended them, even where
+    /// the world's ranks stay): sequence numbers, unclaimed messages (their bytes no
+    /// longer count against their sender), messages in parts either way, posted
+    /// receives and sends in parts, whose ids are returned for the caller to fail. The
+    /// world's state is kept.
+    pub(crate) fn drop_split_comms(&mut self) -> Vec<OpId> {
+        self.next_send.retain(|k, _| !split(k));
+        self.next_recv.retain(|k, _| !split(k));
+        let dropped: Vec<Key> = self
+            .unmatched
+            .keys()
+            .filter(|k| split(k))
+            .copied()
+            .collect();
+        for key in dropped {
+            for waiting in self.unmatched.remove(&key).into_iter().flatten() {
+                // A message in parts is charged through its partial, dropped below.
+                if let Waiting::Whole(data) = waiting {
+                    self.release(key.0, UNMATCHED_OVERHEAD + data.len());
+                }
+            }
+        }
+        let posted: Vec<Key> = self.posted.keys().filter(|k| split(k)).copied().collect();
+        let mut ops: Vec<OpId> = posted
+            .into_iter()
+            .filter_map(|k| self.posted.remove(&k))
+            .flatten()
+            .map(|p| p.op)
+            .collect();
+        let partial_keys: Vec<PartKey> = self
+            .partials
+            .keys()
+            .filter(|&&(from, comm, tag, _)| split(&(from, comm, tag)))
+            .copied()
+            .collect();
+        ops.extend(self.drop_partials(partial_keys));
+        ops.extend(self.outbox.take_split());
         ops
     }
 }
 
 /// The front of `key`'s queue, dropping the entry once empty (so maps keyed by tags a
 /// peer chooses do not keep one entry per tag ever used).
-fn pop<T>(map: &mut BTreeMap<(u32, u64), VecDeque<T>>, key: (u32, u64)) -> Option<T> {
+fn pop<T>(map: &mut BTreeMap<Key, VecDeque<T>>, key: Key) -> Option<T> {
     let queue = map.get_mut(&key)?;
     let item = queue.pop_front();
     if queue.is_empty() {
@@ -319,106 +399,16 @@ fn failed(op: OpId, rank: u32) -> Event {
     }
 }
 
-fn received(op: OpId, from: u32, tag: u64, data: Bytes) -> Event {
+fn received(posted: Posted, tag: u64, data: Bytes) -> Event {
     Event::Completed {
-        op,
-        outcome: Ok(Outcome::Received { from, tag, data }),
+        op: posted.op,
+        outcome: Ok(Outcome::Received {
+            from: posted.from,
+            tag,
+            data,
+        }),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matches_in_order_per_source_and_tag() {
-        let mut p = P2p::new(1 << 20);
-        assert_eq!(p.on_arrival(1, 7, 0, Bytes::from_static(b"a")), Ok(None));
-        assert_eq!(p.on_arrival(1, 7, 1, Bytes::from_static(b"b")), Ok(None));
-        assert_eq!(p.unmatched_bytes(1), 2 + 2 * UNMATCHED_OVERHEAD);
-        let first = p.post(OpId(1), 1, 7).unwrap();
-        assert!(
-            matches!(first, Event::Completed { outcome: Ok(Outcome::Received { ref data, .. }), .. } if data == "a")
-        );
-        assert!(p.post(OpId(2), 1, 8).is_none());
-        let later = p
-            .on_arrival(1, 8, 0, Bytes::from_static(b"c"))
-            .unwrap()
-            .unwrap();
-        assert!(matches!(later, Event::Completed { op: OpId(2), .. }));
-        assert_eq!(p.unmatched_bytes(1), 1 + UNMATCHED_OVERHEAD);
-    }
-
-    #[test]
-    fn gaps_and_repeats_are_refused() {
-        let mut p = P2p::new(1 << 20);
-        assert!(p.on_arrival(0, 1, 0, Bytes::new()).is_ok());
-        assert_eq!(
-            p.on_arrival(0, 1, 0, Bytes::new()),
-            Err(ArrivalError::OutOfSequence {
-                expected: 1,
-                got: 0
-            })
-        );
-        assert_eq!(
-            p.on_arrival(0, 1, 5, Bytes::new()),
-            Err(ArrivalError::OutOfSequence {
-                expected: 1,
-                got: 5
-            })
-        );
-    }
-
-    #[test]
-    fn messages_in_parts_are_charged_until_claimed_and_released_when_lost() {
-        let mut p = P2p::new(10);
-        assert_eq!(
-            p.on_start(1, 7, 0, 11),
-            Err(ArrivalError::TooLong { len: 11, limit: 10 })
-        );
-        assert_eq!(
-            p.on_start(1, 7, 0, u64::MAX),
-            Err(ArrivalError::TooLong {
-                len: u64::MAX,
-                limit: 10
-            })
-        );
-        assert_eq!(p.unmatched_bytes(1), 0, "a refused length costs nothing");
-        assert_eq!(p.on_start(1, 7, 0, 10), Ok(None));
-        assert_eq!(p.on_part(1, 7, 0, 0, Bytes::from_static(b"0123")), Ok(None));
-        assert_eq!(p.unmatched_bytes(1), UNMATCHED_OVERHEAD + 4);
-        // A whole message behind it on the same tag waits its turn.
-        assert_eq!(p.on_arrival(1, 7, 1, Bytes::from_static(b"w")), Ok(None));
-        assert!(p.post(OpId(1), 1, 7).is_none(), "claimed, not complete");
-        assert_eq!(p.unmatched_bytes(1), UNMATCHED_OVERHEAD + 1);
-        let done = p.on_part(1, 7, 0, 4, Bytes::from_static(b"456789"));
-        assert!(
-            matches!(done, Ok(Some(Event::Completed { op: OpId(1), outcome: Ok(Outcome::Received { ref data, .. }) })) if data == "0123456789")
-        );
-        assert!(matches!(
-            p.post(OpId(2), 1, 7),
-            Some(Event::Completed { op: OpId(2), .. })
-        ));
-        assert_eq!(
-            p.on_part(1, 7, 0, 10, Bytes::from_static(b"x")),
-            Err(ArrivalError::NoSuchMessage { tag: 7, seq: 0 })
-        );
-
-        // Lost mid-message: the claimed receive fails, the unclaimed bytes are released.
-        assert_eq!(p.on_start(2, 1, 0, 8), Ok(None));
-        assert_eq!(p.on_start(2, 2, 0, 8), Ok(None));
-        assert!(p.post(OpId(3), 2, 1).is_none());
-        assert_eq!(p.on_part(2, 2, 0, 0, Bytes::from_static(b"ab")), Ok(None));
-        assert_eq!(p.unmatched_bytes(2), UNMATCHED_OVERHEAD + 2);
-        assert_eq!(p.take_posted_from(2), vec![OpId(3)]);
-        assert_eq!(p.unmatched_bytes(2), 0);
-        let late = p.post(OpId(4), 2, 2);
-        assert!(matches!(
-            late,
-            Some(Event::Completed {
-                op: OpId(4),
-                outcome: Err(OpError::PeerLost { rank: 2 })
-            })
-        ));
-    }
-}
+mod tests;

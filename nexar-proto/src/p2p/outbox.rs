@@ -1,7 +1,7 @@
 //! Sending tagged messages longer than one frame: their parts leave as the link drains.
 //!
 //! The `TaggedStart` of a message is queued when it is sent, so the message takes its
-//! place in the (destination, tag) order at once; its parts wait here, referring to the
+//! place in the (destination, comm, tag) order at once; its parts wait here, referring to the
 //! caller's bytes (no copy), and are encoded a few at a time, round robin across the
 //! messages in flight, only while the stream to their peer has room. So a 1 GiB message
 //! never sits whole in a send queue, and messages sent after it (small ones on any tag,
@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+use super::{split, Key};
 use crate::codec::TaggedPart;
 use crate::event::OpId;
 
@@ -19,6 +20,7 @@ use crate::event::OpId;
 struct Outgoing {
     op: OpId,
     to: u32,
+    comm: u64,
     tag: u64,
     seq: u64,
     epoch: u64,
@@ -44,11 +46,13 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Queue the parts of a message whose start has been sent.
-    pub(crate) fn push(&mut self, op: OpId, to: u32, tag: u64, seq: u64, epoch: u64, data: Bytes) {
+    /// Queue the parts of a message to (to, comm, tag) whose start has been sent.
+    pub(crate) fn push(&mut self, op: OpId, key: Key, seq: u64, epoch: u64, data: Bytes) {
+        let (to, comm, tag) = key;
         self.queue.push_back(Outgoing {
             op,
             to,
+            comm,
             tag,
             seq,
             epoch,
@@ -96,6 +100,7 @@ impl Outbox {
                         to: m.to,
                         part: TaggedPart {
                             epoch: m.epoch,
+                            comm: m.comm,
                             tag: m.tag,
                             seq: m.seq,
                             offset: m.sent as u64,
@@ -116,9 +121,17 @@ impl Outbox {
 
     /// The sends to `to`, removed (the peer is gone).
     pub(crate) fn take_to(&mut self, to: u32) -> Vec<OpId> {
-        let (gone, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queue)
-            .into_iter()
-            .partition(|m| m.to == to);
+        self.take_where(|m| m.to == to)
+    }
+
+    /// The sends on split communicators, removed (an epoch change ended them).
+    pub(crate) fn take_split(&mut self) -> Vec<OpId> {
+        self.take_where(|m| split(&(m.to, m.comm, m.tag)))
+    }
+
+    fn take_where(&mut self, gone: impl Fn(&Outgoing) -> bool) -> Vec<OpId> {
+        let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.queue).into_iter().partition(gone);
         self.queue = kept;
         gone.into_iter().map(|m| m.op).collect()
     }
@@ -148,9 +161,9 @@ mod tests {
     #[test]
     fn parts_interleave_round_robin_within_each_peers_room() {
         let mut o = Outbox::default();
-        o.push(OpId(1), 1, 5, 0, 0, Bytes::from(vec![1u8; 25]));
-        o.push(OpId(2), 1, 5, 1, 0, Bytes::from(vec![2u8; 10]));
-        o.push(OpId(3), 2, 9, 0, 0, Bytes::from(vec![3u8; 10]));
+        o.push(OpId(1), (1, 0, 5), 0, 0, Bytes::from(vec![1u8; 25]));
+        o.push(OpId(2), (1, 0, 5), 1, 0, Bytes::from(vec![2u8; 10]));
+        o.push(OpId(3), (2, 0, 9), 0, 0, Bytes::from(vec![3u8; 10]));
         let mut out = Vec::new();
         // Peer 1 takes 20 bytes now, peer 2 nothing: one part each of 1 and 2, then 1 again.
         o.pump(10, &mut |to| Some(if to == 1 { 20 } else { 0 }), &mut out);
@@ -168,9 +181,9 @@ mod tests {
     #[test]
     fn a_send_without_a_connection_fails_and_a_lost_peer_takes_its_sends() {
         let mut o = Outbox::default();
-        o.push(OpId(1), 1, 0, 0, 0, Bytes::from(vec![0u8; 4]));
-        o.push(OpId(2), 2, 0, 0, 0, Bytes::from(vec![0u8; 4]));
-        o.push(OpId(3), 2, 1, 0, 0, Bytes::from(vec![0u8; 4]));
+        o.push(OpId(1), (1, 0, 0), 0, 0, Bytes::from(vec![0u8; 4]));
+        o.push(OpId(2), (2, 0, 0), 0, 0, Bytes::from(vec![0u8; 4]));
+        o.push(OpId(3), (2, 0, 1), 0, 0, Bytes::from(vec![0u8; 4]));
         assert_eq!(o.take_to(2), vec![OpId(2), OpId(3)]);
         let mut out = Vec::new();
         o.pump(2, &mut |_| None, &mut out);

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use super::Posted;
 use crate::event::OpId;
 
 /// Where a message's parts go.
@@ -14,8 +15,8 @@ use crate::event::OpId;
 pub(super) enum Sink {
     /// No receive yet: the parts, detached from their receive buffers.
     Buffered(Vec<Bytes>),
-    /// Claimed by `op`: the message, filled up to `received`.
-    Posted { op: OpId, buf: Vec<u8> },
+    /// Claimed by the receive `posted`: the message, filled up to `received`.
+    Posted { posted: Posted, buf: Vec<u8> },
 }
 
 /// A message whose start has arrived and whose parts are still coming.
@@ -36,11 +37,11 @@ pub(crate) enum PartError {
 }
 
 impl Partial {
-    /// A message of `total` bytes; claimed by `op` if a receive is waiting for it.
-    pub(super) fn new(total: usize, op: Option<OpId>) -> Self {
-        let sink = match op {
-            Some(op) => Sink::Posted {
-                op,
+    /// A message of `total` bytes; claimed by `posted` if a receive is waiting for it.
+    pub(super) fn new(total: usize, posted: Option<Posted>) -> Self {
+        let sink = match posted {
+            Some(posted) => Sink::Posted {
+                posted,
                 buf: Vec::with_capacity(total),
             },
             None => Sink::Buffered(Vec::new()),
@@ -90,7 +91,7 @@ impl Partial {
 
     /// A receive claims the message: the buffered parts move into its buffer. Returns
     /// the bytes released from the unclaimed budget.
-    pub(super) fn claim(&mut self, op: OpId) -> usize {
+    pub(super) fn claim(&mut self, posted: Posted) -> usize {
         let Sink::Buffered(parts) = &mut self.sink else {
             return 0;
         };
@@ -99,14 +100,16 @@ impl Partial {
             buf.extend_from_slice(&part);
         }
         let released = buf.len();
-        self.sink = Sink::Posted { op, buf };
+        self.sink = Sink::Posted { posted, buf };
         released
     }
 
     /// The claiming receive and its bytes, if the message is complete and claimed.
-    pub(super) fn finish(self) -> Option<(OpId, Bytes)> {
+    pub(super) fn finish(self) -> Option<(Posted, Bytes)> {
         match self.sink {
-            Sink::Posted { op, buf } if self.received == self.total => Some((op, buf.into())),
+            Sink::Posted { posted, buf } if self.received == self.total => {
+                Some((posted, buf.into()))
+            }
             _ => None,
         }
     }
@@ -122,7 +125,7 @@ impl Partial {
     /// The claiming receive, if any.
     pub(super) fn op(&self) -> Option<OpId> {
         match self.sink {
-            Sink::Posted { op, .. } => Some(op),
+            Sink::Posted { posted, .. } => Some(posted.op),
             Sink::Buffered(_) => None,
         }
     }
@@ -147,11 +150,15 @@ mod tests {
             p.add(4, Bytes::from_static(b"1234567")),
             Err(PartError::Overrun { total: 10, end: 11 })
         );
-        assert_eq!(p.claim(OpId(3)), 4);
+        let posted = Posted {
+            op: OpId(3),
+            from: 1,
+        };
+        assert_eq!(p.claim(posted), 4);
         assert_eq!(p.add(4, Bytes::from_static(b"efghij")), Ok(0));
         assert!(p.is_complete());
-        let (op, data) = p.finish().unwrap();
-        assert_eq!((op, &data[..]), (OpId(3), &b"abcdefghij"[..]));
+        let (claimed, data) = p.finish().unwrap();
+        assert_eq!((claimed, &data[..]), (posted, &b"abcdefghij"[..]));
     }
 
     #[test]

@@ -5,14 +5,13 @@ use super::*;
 // ---- the client (one rank) -----------------------------------------------------------
 
 /// One rank of a formed cluster. Dereferences to the world [`Communicator`], so every
-/// collective is a method on the client (on `CommId::WORLD`); point-to-point messages use
-/// world ranks. Dropping the last handle of the node stops it (after the linger).
+/// collective, send, receive and RPC call is a method on the client (on `CommId::WORLD`,
+/// addressed by world rank). Dropping the last handle of the node stops it (after the linger).
 #[derive(Debug)]
 pub struct Client {
     world: Communicator,
     view: Arc<WorldView>,
     events: Arc<Mutex<Option<MembershipEvents>>>,
-    max_message: usize,
 }
 
 /// A worker whose driver runs, waiting for the cluster to form.
@@ -65,11 +64,13 @@ impl Joining {
                 size,
                 world_rank: rank,
                 view: Some(self.view.clone()),
+                members: Vec::new(),
+                epoch: 0,
+                max_message: self.max_message,
                 timeout: None,
             },
             view: self.view,
             events: self.events,
-            max_message: self.max_message,
         })
     }
 }
@@ -108,95 +109,6 @@ impl Client {
     /// The world communicator.
     pub fn world(&self) -> &Communicator {
         &self.world
-    }
-
-    /// Send `data` to world rank `to` under `tag`; returns once QUIC has taken the bytes
-    /// (waiting while the send queue to `to` is full). One message carries at most
-    /// [`max_message`](Self::max_message) bytes (`NodeConfig::max_message_len`, 1 GiB
-    /// by default); one longer than a frame travels in parts that interleave with other
-    /// traffic, and the receiver holds none of it beyond its unmatched budget until a
-    /// receive asks for it.
-    pub async fn send(&self, to: u32, tag: u64, data: &[u8]) -> Result<(), NexarError> {
-        self.send_bytes(to, tag, Bytes::copy_from_slice(data)).await
-    }
-
-    /// [`send`](Self::send) without copying the payload.
-    pub async fn send_bytes(&self, to: u32, tag: u64, data: Bytes) -> Result<(), NexarError> {
-        self.send_start(to, tag, data).await
-    }
-
-    /// The largest payload of one point-to-point message, in bytes
-    /// (`NodeConfig::max_message_len`).
-    pub fn max_message(&self) -> usize {
-        self.max_message
-    }
-
-    /// Start a send and return at once; await the handle later.
-    pub fn send_start(&self, to: u32, tag: u64, data: Bytes) -> Pending<()> {
-        if data.len() > self.max_message {
-            // The receiver would refuse the announcement and drop the connection.
-            return Pending::failed(NexarError::MessageTooLarge {
-                len: data.len(),
-                max: self.max_message,
-            });
-        }
-        let span = tracing::debug_span!("send", rank = self.world.rank, to, tag, len = data.len());
-        self.world
-            .submit(Command::Send { to, tag, data }, span, |o| match o {
-                Outcome::Sent => Ok(()),
-                other => Err(unexpected("Sent", &other)),
-            })
-    }
-
-    /// The next message from world rank `from` under `tag`, in the order it was sent.
-    pub async fn recv(&self, from: u32, tag: u64) -> Result<Bytes, NexarError> {
-        self.recv_start(from, tag).await
-    }
-
-    /// Post a receive and return at once; await the handle later.
-    pub fn recv_start(&self, from: u32, tag: u64) -> Pending<Bytes> {
-        let span = tracing::debug_span!("recv", rank = self.world.rank, from, tag);
-        self.world
-            .submit(Command::Recv { from, tag }, span, |o| match o {
-                Outcome::Received { data, .. } => Ok(data),
-                other => Err(unexpected("Received", &other)),
-            })
-    }
-
-    /// The next message from world rank `from` under `tag`, written into `buf`; returns
-    /// its length.
-    ///
-    /// A message longer than `buf` is consumed all the same (as MPI's `MPI_ERR_TRUNCATE`):
-    /// `buf` holds its first `buf.len()` bytes and the call fails with
-    /// [`NexarError::Truncated`] giving the full length, so the next receive gets the
-    /// next message. Copies: the core writes each part of a large message once into
-    /// the message's own buffer, allocated when this receive claims it; the driver runs
-    /// in a task of its own and cannot borrow `buf`, so that buffer is copied into `buf`
-    /// once more here (use [`recv`](Self::recv) to keep the core's buffer instead).
-    ///
-    /// ```no_run
-    /// # async fn f(client: &nexar_tokio::Client) -> Result<(), nexar_tokio::NexarError> {
-    /// let mut buf = vec![0u8; 40 << 20];
-    /// let len = client.recv_into(0, 7, &mut buf).await?;
-    /// println!("{len} bytes from rank 0: {:?}", &buf[..len.min(8)]);
-    /// # Ok(()) }
-    /// ```
-    pub async fn recv_into(
-        &self,
-        from: u32,
-        tag: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, NexarError> {
-        let data = self.recv_start(from, tag).await?;
-        let n = data.len().min(buf.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        if data.len() > buf.len() {
-            return Err(NexarError::Truncated {
-                len: data.len(),
-                capacity: buf.len(),
-            });
-        }
-        Ok(n)
     }
 
     /// The node's counters.

@@ -5,7 +5,18 @@ use super::*;
 // ---- communicators and their collectives ---------------------------------------------
 
 /// A group of ranks that run collectives together: the world, or one made by
-/// [`split`](Communicator::split). Ranks and roots in its methods are ranks within it.
+/// [`split`](Communicator::split). Ranks and roots in its methods (collectives, sends,
+/// receives, RPC calls) are ranks within it; [`world_rank`](Communicator::world_rank),
+/// [`comm_rank`](Communicator::comm_rank) and [`members`](Communicator::members) map
+/// between its ranks and world ranks.
+///
+/// A split communicator lives in the epoch it was made in. An epoch change (a recovery,
+/// or a checkpoint that applies joins or leaves) ends it on every member: the node
+/// forgets it, its unclaimed messages and posted receives are dropped (receives fail
+/// with `OpError::EpochChanged`), and every later call on the handle fails with
+/// [`NexarError::EpochChanged`] without starting anything. Split the world again on the
+/// new epoch. The world communicator follows the epochs instead (its ranks are the
+/// current ones).
 ///
 /// Each collective has two forms. The `async fn` takes slices and copies in and out
 /// (safe, and the caller keeps its memory). The `*_start` form takes an owned `Vec`, moves
@@ -22,12 +33,35 @@ pub struct Communicator {
     /// The world's current rank and size (epoch changes renumber it); `None` for split
     /// communicators, which an epoch change ends.
     pub(super) view: Option<Arc<WorldView>>,
+    /// Split communicators: the world rank of each rank, in rank order (the world's
+    /// ranks are their own, so it is empty there).
+    pub(super) members: Vec<u32>,
+    /// Split communicators: the epoch they live in (unused for the world).
+    pub(super) epoch: u64,
+    /// The largest point-to-point payload.
+    pub(super) max_message: usize,
     /// The deadline of every collective issued through this handle; `None`: the node's
     /// `collective_timeout` (see [`with_timeout`](Self::with_timeout)).
     pub(super) timeout: Option<Duration>,
 }
 
 impl Communicator {
+    /// Another handle to the same communicator (it keeps the node's driver running too).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            id: self.id,
+            rank: self.rank,
+            size: self.size,
+            world_rank: self.world_rank,
+            view: self.view.clone(),
+            members: self.members.clone(),
+            epoch: self.epoch,
+            max_message: self.max_message,
+            timeout: self.timeout,
+        }
+    }
+
     /// The communicator's id (`CommId::WORLD` for the world).
     pub fn id(&self) -> CommId {
         self.id
@@ -68,13 +102,8 @@ impl Communicator {
     /// ```
     pub fn with_timeout(&self, timeout: Duration) -> Communicator {
         Communicator {
-            tx: self.tx.clone(),
-            id: self.id,
-            rank: self.rank,
-            size: self.size,
-            world_rank: self.world_rank,
-            view: self.view.clone(),
             timeout: Some(timeout),
+            ..self.duplicate()
         }
     }
 
@@ -86,7 +115,8 @@ impl Communicator {
     ) -> Pending<R> {
         let (reply, rx) = oneshot::channel();
         span.in_scope(|| tracing::trace!("submit"));
-        let epoch = self.view.as_ref().map(|v| v.epoch());
+        // The world follows the epochs; a split communicator is fenced to its own.
+        let epoch = Some(self.view.as_ref().map_or(self.epoch, |v| v.epoch()));
         send(
             &self.tx,
             Request::Command {
@@ -468,9 +498,13 @@ impl Communicator {
             color,
             key,
         };
-        let made = self
+        let (made, members, epoch) = self
             .submit(command, span, |o| match o {
-                Outcome::Split { comm } => Ok(comm),
+                Outcome::Split {
+                    comm,
+                    members,
+                    epoch,
+                } => Ok((comm, members, epoch)),
                 other => Err(unexpected("Split", &other)),
             })
             .await?;
@@ -481,6 +515,9 @@ impl Communicator {
             rank,
             size,
             world_rank: self.world_rank,
+            members,
+            epoch,
+            max_message: self.max_message,
             timeout: self.timeout,
         }))
     }

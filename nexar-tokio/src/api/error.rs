@@ -58,6 +58,11 @@ pub enum NexarError {
         /// The node's epoch.
         current: u64,
     },
+    /// A blocking call was made on a thread that runs async code (a tokio runtime's, or
+    /// `nexar_smol::block_on_local`'s), where blocking would stall it: nothing was
+    /// started. Use the async API there, or make the call from a thread of its own.
+    #[error("a blocking nexar call was made inside an async runtime; use the async API there")]
+    BlockingInAsync,
     /// The driver task is gone (its runtime shut down, or every handle was dropped while
     /// this operation was pending).
     #[error("the nexar driver task has stopped")]

@@ -373,6 +373,7 @@ fn fenced(command: &Command) -> bool {
     matches!(
         command,
         Command::Collective { .. }
+            | Command::Split { .. }
             | Command::Send { .. }
             | Command::Recv { .. }
             | Command::Rpc { .. }

@@ -4,13 +4,20 @@
 //! `nexar-smol` includes the very same files with
 //! `#[path = "../../nexar-tokio/src/api/mod.rs"] mod api;` (the submodules, one per
 //! concept, come along). It therefore names no runtime type: it depends only on `nexar-proto`, `futures-channel`, `bytes`, `thiserror` and
-//! `tracing` (and `getrandom` for the OS random source), and asks the including crate for one
-//! function in `crate::driver`:
+//! `tracing` (and `getrandom` for the OS random source), and asks the including crate for these
+//! items in `crate::driver`:
 //!
 //! - `pub(crate) fn spawn(socket: std::net::UdpSocket, host: NodeHost, inbox: Inbox)
 //!   -> Result<(), NexarError>`: run `host` on `socket` in one task of the runtime, as the
 //!   loop in [`NodeHost`]'s docs describes, until [`NodeHost::should_exit`]
 //!   (with the socket-buffer, datagram and burst sizes defined here, shared by both).
+//! - for the blocking client ([`blocking`]): `pub(crate) struct BlockingRuntime` with
+//!   `fn new() -> Result<Self, NexarError>` (a runtime that keeps running the nodes created
+//!   in it between calls) and `fn block_on<F: Future>(&self, F) -> Result<F::Output,
+//!   NexarError>` (park this thread until `F` is done, with nodes created inside spawned
+//!   on that runtime; `Err(NexarError::BlockingInAsync)` where blocking is not allowed),
+//!   and `pub(crate) async fn unblock<T>(f: impl FnOnce() -> T) -> Option<T>` (run a
+//!   blocking closure off the executor; `None` if it could not finish).
 //!
 //! Everything that is not moving bytes or time (which request waits for which event,
 //! turning buffers back into typed vectors, the shutdown linger) lives here, so the two
@@ -22,6 +29,7 @@
 //! communicator in the same order (as in MPI); if they do not, they get
 //! [`OpError::Mismatch`] rather than a hang.
 
+pub mod blocking;
 mod bucketed;
 mod client;
 mod communicator;
@@ -32,6 +40,7 @@ mod error;
 mod host;
 mod log_limit;
 mod net;
+mod p2p;
 mod pending;
 mod seed;
 

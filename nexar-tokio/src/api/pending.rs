@@ -30,7 +30,7 @@ impl<R> Pending<R> {
         }
     }
 
-    pub(super) fn failed(error: NexarError) -> Self {
+    pub(crate) fn failed(error: NexarError) -> Self {
         Self {
             state: Err(Some(error)),
             map: |_| Err(NexarError::Internal("polled a failed operation".into())),

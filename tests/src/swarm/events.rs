@@ -46,6 +46,7 @@ impl Run<'_> {
                             Expect::Split { .. },
                             Ok(nexar_proto::Outcome::Split {
                                 comm: Some((cid, _, _)),
+                                ..
                             }),
                         ) = (&p.expect, &outcome)
                         {

@@ -139,7 +139,7 @@ impl Expect {
                     ))
                 }
             }
-            (Expect::Split { want }, Outcome::Split { comm }) => {
+            (Expect::Split { want }, Outcome::Split { comm, .. }) => {
                 let got = comm.map(|(_, r, s)| (r, s));
                 if got == *want {
                     Ok(true)

@@ -287,6 +287,7 @@ impl Run<'_> {
                 let sends = msgs.iter().filter(|m| m.from == rank).map(|m| {
                     (
                         Command::Send {
+                            comm: CommId::WORLD,
                             to: m.to,
                             tag: m.tag,
                             data: m.payload(),
@@ -297,6 +298,7 @@ impl Run<'_> {
                 let recvs = msgs.iter().filter(|m| m.to == rank).map(|m| {
                     (
                         Command::Recv {
+                            comm: CommId::WORLD,
                             from: m.from,
                             tag: m.tag,
                         },

@@ -5,13 +5,13 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::codec::strategies::arb_message;
-use crate::codec::{fuzzing, Flags, Heartbeat, Kind};
+use crate::codec::{fuzzing, Flags, Heartbeat, Kind, VERSION};
 
 #[test]
 fn a_four_gib_claim_is_refused_without_reserving() {
     let limits = Limits::default();
     let mut decoder = FrameDecoder::new(limits);
-    let mut bytes = vec![b'N', b'X', 1, Kind::CHUNK.0, 0];
+    let mut bytes = vec![b'N', b'X', VERSION, Kind::CHUNK.0, 0];
     bytes.extend_from_slice(&u32::MAX.to_le_bytes());
     bytes.extend_from_slice(&vec![0u8; 1 << 20]);
     decoder.push(&bytes);
@@ -37,7 +37,7 @@ fn capacity_follows_bytes_received_not_bytes_claimed() {
         ..Limits::default()
     };
     let mut decoder = FrameDecoder::new(limits);
-    let mut bytes = vec![b'N', b'X', 1, Kind::CHUNK.0, 0];
+    let mut bytes = vec![b'N', b'X', VERSION, Kind::CHUNK.0, 0];
     bytes.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
     decoder.push(&bytes);
     assert_eq!(decoder.capacity(), 0);
@@ -124,6 +124,7 @@ fn a_malformed_message_poisons_the_decoder() {
 fn push_bytes_slices_whole_payloads() {
     let frame = Message::Tagged(crate::codec::Tagged {
         epoch: 1,
+        comm: 9,
         tag: 2,
         seq: 3,
         payload: Bytes::from(vec![5; 100]),
@@ -207,7 +208,7 @@ fn arb_raw_frame() -> impl Strategy<Value = Vec<u8>> {
     )
         .prop_map(|(kind, flags, payload, skew)| {
             let len = (payload.len() as i64 + skew).clamp(0, i64::from(u32::MAX)) as u32;
-            let mut frame = vec![b'N', b'X', 1, kind, flags];
+            let mut frame = vec![b'N', b'X', VERSION, kind, flags];
             frame.extend_from_slice(&len.to_le_bytes());
             frame.extend_from_slice(&payload);
             frame

@@ -149,6 +149,11 @@ impl Executor {
         self.comms.get(&comm).map(|c| (c.size(), c.me))
     }
 
+    /// The world rank of each rank of a communicator, in its rank order.
+    pub(crate) fn comm_members(&self, comm: CommId) -> Option<&[u32]> {
+        self.comms.get(&comm).map(|c| c.members.as_slice())
+    }
+
     /// A chunk from world rank `from`.
     pub(crate) fn on_chunk(&mut self, from: u32, chunk: Chunk, out: &mut Vec<ExecOutput>) {
         let h = chunk.header;
@@ -317,16 +322,27 @@ impl Executor {
             .chunks_exact(2)
             .map(|c| (u32::try_from(c[0]).ok(), c[1] as i64))
             .collect();
-        let Some(parent) = self.comms.get(&CommId(comm)) else {
-            return Outcome::Split { comm: None };
+        let epoch = self.epoch;
+        let none = Outcome::Split {
+            comm: None,
+            members: Vec::new(),
+            epoch,
         };
-        match parent.split(parent_seq, &contributions) {
+        let Some(parent) = self.comms.get(&CommId(comm)) else {
+            return none;
+        };
+        match parent.split(epoch, parent_seq, &contributions) {
             Some(child) => {
                 let info = (child.id, child.me, child.size());
+                let members = child.members.clone();
                 self.comms.insert(child.id, child);
-                Outcome::Split { comm: Some(info) }
+                Outcome::Split {
+                    comm: Some(info),
+                    members,
+                    epoch,
+                }
             }
-            None => Outcome::Split { comm: None },
+            None => none,
         }
     }
 

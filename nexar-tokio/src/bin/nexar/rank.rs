@@ -48,10 +48,10 @@ macro_rules! impl_rank {
                 self.world().barrier_start()
             }
             fn send_start(&self, to: u32, tag: u64, data: Bytes) -> Self::Pending<()> {
-                $krate::Client::send_start(self, to, tag, data)
+                self.world().send_start(to, tag, data)
             }
             fn recv(&self, from: u32, tag: u64) -> Self::Pending<Bytes> {
-                $krate::Client::recv_start(self, from, tag)
+                self.world().recv_start(from, tag)
             }
             fn all_reduce_start<T: Element>(
                 &self,
