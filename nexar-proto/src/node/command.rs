@@ -88,7 +88,9 @@ pub enum Command {
         key: i64,
     },
     /// Start (or join) a recovery round now: under the manual policy, after
-    /// `Event::PeerDown`. Completes with `Outcome::Checkpoint` on the new epoch.
+    /// `Event::PeerDown`. Completes with `Outcome::Checkpoint` on the new epoch; with no
+    /// rank found down in this epoch (the round for that failure already moved us on),
+    /// at once, on the current one.
     Recover,
     /// Every rank calls this at the same point: pending joins and leaves take effect in
     /// one agreed epoch change. It waits for this rank's collectives in flight to finish
