@@ -8,6 +8,7 @@ mod abort;
 mod checkpoint;
 mod command;
 mod dispatch;
+mod epoch;
 mod motion;
 mod p2p;
 mod restart;

@@ -19,13 +19,11 @@ use std::time::{Duration, Instant};
 use super::checkpoint::Checkpoint;
 use super::{Command, Node, Role};
 use crate::codec::{Heartbeat, Message, RecoveryAgreed, RecoveryVote};
-use crate::collective::exec::Executor;
 use crate::config::{NodeConfig, RecoveryPolicy};
 use crate::error::{CommandError, OpError};
 use crate::event::{DownReason, Event, OpId, Outcome};
 use crate::membership::liveness::Liveness;
 use crate::membership::view::renumber;
-use crate::p2p::P2p;
 use crate::transport::{StreamClass, TransportEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +46,14 @@ pub(super) enum State {
 pub(super) struct Motion {
     pub(super) policy: RecoveryPolicy,
     recovery_wait: Duration,
-    liveness: Liveness,
+    pub(super) liveness: Liveness,
     pub(super) state: State,
     /// Ranks (in the current epoch) found down and not yet resolved by an epoch change.
     pub(super) suspected: BTreeSet<u32>,
     /// Commands issued after `checkpoint()`, started in order on the new world.
     pub(super) held: VecDeque<(OpId, Command)>,
     /// `Recover` commands waiting for the new epoch.
-    recover_ops: Vec<OpId>,
+    pub(super) recover_ops: Vec<OpId>,
     /// Traffic from a later epoch than ours (or from ours while we are between epochs),
     /// by (epoch, arrival): replayed in arrival order once we are in that epoch.
     future: BTreeMap<(u64, u64), TransportEvent>,
@@ -404,7 +402,7 @@ impl Node {
         }
     }
 
-    fn start_recovery(&mut self, now: Instant, blamed: Option<u32>) {
+    pub(super) fn start_recovery(&mut self, now: Instant, blamed: Option<u32>) {
         self.motion.state = State::Recovering {
             deadline: now + self.motion.recovery_wait,
         };
@@ -514,93 +512,6 @@ impl Node {
         });
         self.settle_mesh(now);
         self.finish_change(now);
-    }
-
-    /// A joiner still meshing when the epoch changed may have been waiting only for links
-    /// to ranks now gone: it is ready then.
-    pub(super) fn settle_mesh(&mut self, now: Instant) {
-        let actions = match &mut self.role {
-            Role::Worker(w) => w.mesh_settled(),
-            Role::Seed { .. } => Vec::new(),
-        };
-        self.apply(now, actions);
-    }
-
-    /// Rebuild the per-epoch layers for the membership the worker now holds; `map` takes
-    /// old ranks to new ones (for what we still suspect).
-    pub(super) fn enter_epoch(
-        &mut self,
-        now: Instant,
-        map: &std::collections::BTreeMap<u32, u32>,
-        reset_p2p: bool,
-    ) {
-        let Some((me, world, epoch)) = self.membership_now() else {
-            return;
-        };
-        if let Role::Worker(w) = &self.role {
-            self.motion.liveness.retain(&w.live_conns());
-        }
-        self.motion.suspected = self
-            .motion
-            .suspected
-            .iter()
-            .filter_map(|r| map.get(r).copied())
-            .collect();
-        // Unmatched point-to-point messages belonged to the old numbering (split
-        // communicators too): once ranks move, nothing of them is meaningful.
-        if reset_p2p {
-            for op in self.p2p.take_all_posted() {
-                self.complete(op, Err(OpError::EpochChanged { epoch }));
-            }
-            self.p2p = P2p::new(self.p2p.max_len());
-            self.rpc_reset(&OpError::EpochChanged { epoch });
-        } else {
-            // The world's ranks stay, but split communicators end with the epoch: their
-            // unclaimed messages and receives go (and their bytes stop holding back
-            // their senders' streams).
-            for op in self.p2p.drop_split_comms() {
-                self.complete(op, Err(OpError::EpochChanged { epoch }));
-            }
-            for rank in 0..world {
-                self.resume_reading(rank);
-            }
-        }
-        if let Role::Worker(w) = &self.role {
-            for conn in w.live_conns() {
-                self.motion.liveness.track(conn, now);
-            }
-        }
-        let config = self.exec_config.clone();
-        self.exec = Some(Executor::new(me, world, epoch, config, now));
-        self.motion.state = State::Normal;
-    }
-
-    /// After an epoch change: complete `Recover`s, recover again if a suspect is still a
-    /// member, else start what was held.
-    pub(super) fn finish_change(&mut self, now: Instant) {
-        let Some((me, world, epoch)) = self.membership_now() else {
-            return;
-        };
-        for op in std::mem::take(&mut self.motion.recover_ops) {
-            self.complete(
-                op,
-                Ok(Outcome::Checkpoint {
-                    epoch,
-                    rank: Some(me),
-                    world_size: world,
-                }),
-            );
-        }
-        if !self.motion.suspected.is_empty() && self.motion.policy != RecoveryPolicy::Manual {
-            // A second failure found during the last round, decided after it: go again.
-            self.start_recovery(now, None);
-            return;
-        }
-        // A checkpoint request was for the old epoch: it goes again for this one.
-        if let Some(cp) = &mut self.motion.checkpoint {
-            cp.sent = false;
-        }
-        self.release_held(now);
     }
 
     /// Stop being a member: fail everything, close every connection, say why.
