@@ -32,11 +32,10 @@ pub struct NodeConfig {
     /// Frame-size and field limits for every decoder.
     pub limits: Limits,
     /// Seed: a joiner must finish TLS and send Hello within this, or it is rejected.
-    /// Worker: if nothing at all comes back from the seed's address within this, the join
-    /// fails with `JoinError::SeedUnreachable` naming the address (a seed that answers
-    /// but is slow is waited for up to `formation_timeout`).
     pub join_timeout: Duration,
-    /// Worker: give up if not welcomed and connected to every peer within this.
+    /// Worker: give up if not welcomed and connected to every peer within this; if
+    /// nothing at all came back from the seed's address by then, with
+    /// `JoinError::SeedUnreachable` naming it (and a warning in the log after 2 s).
     pub formation_timeout: Duration,
     /// QUIC idle timeout: a peer silent this long is gone.
     pub idle_timeout: Duration,

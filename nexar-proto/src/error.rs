@@ -205,9 +205,9 @@ pub enum JoinError {
         /// What TLS or QUIC said.
         detail: String,
     },
-    /// Nothing ever came back from the seed's address within `join_timeout` (or
-    /// `formation_timeout`, if shorter): no seed runs there, or it is unreachable from
-    /// here (a wrong address in the ticket, a firewall, a seed not started yet).
+    /// Nothing ever came back from the seed's address within `formation_timeout`: no
+    /// seed runs there, or it is unreachable from here (a wrong address in the ticket, a
+    /// firewall, a seed never started).
     #[error("no answer from the seed at {addr} after {waited:?} of dialling: is it running, and reachable from here?")]
     SeedUnreachable {
         /// The address dialled (the ticket's).

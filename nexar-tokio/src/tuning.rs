@@ -12,8 +12,8 @@
 //!
 //! | variable | unit | default | bounds | sets |
 //! |---|---|---|---|---|
-//! | `NEXAR_JOIN_TIMEOUT_MS` | ms | 10000 | 1..=86400000 | seed: a joiner's handshake; worker: giving up on a seed that never answers |
-//! | `NEXAR_FORMATION_TIMEOUT_MS` | ms | 60000 | 1..=86400000 | worker: welcomed and meshed within this |
+//! | `NEXAR_JOIN_TIMEOUT_MS` | ms | 10000 | 1..=86400000 | seed: a joiner's handshake and Hello |
+//! | `NEXAR_FORMATION_TIMEOUT_MS` | ms | 60000 | 1..=86400000 | worker: welcomed and meshed within this (a seed that never answers: `JoinError::SeedUnreachable`) |
 //! | `NEXAR_IDLE_TIMEOUT_MS` | ms | 30000 | 1..=86400000 | QUIC idle timeout (keep-alive at most a third) |
 //! | `NEXAR_HANDSHAKE_TIMEOUT_MS` | ms | 3000 | 1..=86400000 | an accepted connection's handshake |
 //! | `NEXAR_COLLECTIVE_TIMEOUT_MS` | ms | 60000 | 1..=86400000 | every collective (`OpError::Timeout`) |

@@ -379,9 +379,8 @@ fn rpc_example_asserts_its_answers() {
 }
 
 /// The CLI tunes itself from `NEXAR_*`: a bad value stops it naming the variable, and a
-/// short `NEXAR_JOIN_TIMEOUT_MS` makes a worker whose seed is silent fail naming the
-/// seed's address (the formation timeout is an hour here, so an exit at all is the join
-/// timeout's doing).
+/// short `NEXAR_FORMATION_TIMEOUT_MS` makes a worker whose seed is silent fail naming the
+/// seed's address (an hour otherwise here, so an exit at all is the variable's doing).
 #[test]
 fn cli_worker_tunes_from_the_environment() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0")
@@ -409,7 +408,7 @@ fn cli_worker_tunes_from_the_environment() {
     );
     let err = worker(&[("NEXAR_HEARTBEAT_TIMEOUT_MS", "1")]);
     assert!(err.contains("out of range"), "{err}");
-    let err = worker(&[("NEXAR_JOIN_TIMEOUT_MS", "300")]);
+    let err = worker(&[("NEXAR_FORMATION_TIMEOUT_MS", "300")]);
     assert!(
         err.contains("no answer from the seed") && err.contains(&silent.to_string()),
         "{err}"

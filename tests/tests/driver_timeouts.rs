@@ -33,10 +33,10 @@ macro_rules! scenario {
         async fn $name() {
             use $krate::{bootstrap_local_with, Client, Config, NexarError, ReduceOp};
 
-            // -- the seed does not answer: a typed error naming it, long before formation
+            // -- the seed does not answer: at the formation timeout, a typed error naming it
             let addr = silent_addr();
-            let mut config = Config::default().with_join_timeout(Duration::from_millis(400));
-            config.node.formation_timeout = Duration::from_secs(3600);
+            let mut config = Config::default();
+            config.node.formation_timeout = Duration::from_millis(400);
             match Client::join(&ticket_to(addr), config).await {
                 Err(NexarError::Join(JoinError::SeedUnreachable {
                     addr: named,

@@ -154,3 +154,18 @@ fn seed_40004_a_member_redialling_the_seed_is_not_evicted() {
 fn seed_50109_a_joiner_still_meshing_may_recover() {
     passes(50109);
 }
+
+/// Bursty loss (Gilbert-Elliott) at formation: a worker's first handshakes with the seed
+/// were lost several times in a row, and QUIC's backed-off retransmissions left it hearing
+/// nothing for over `join_timeout`, at which it gave up on a seed that was there. A
+/// worker now keeps dialling for the whole `formation_timeout` (and warns after 2 s).
+#[test]
+fn seed_73558_a_slow_first_handshake_is_not_a_silent_seed() {
+    passes(73558);
+}
+
+/// The same with eight workers.
+#[test]
+fn seed_76319_a_slow_first_handshake_is_not_a_silent_seed() {
+    passes(76319);
+}

@@ -1,11 +1,13 @@
-//! A seed that never answers: the worker says so within seconds and then fails naming
-//! the address, rather than waiting out the whole formation timeout in silence.
+//! A seed that never answers: the worker says so within seconds (the address it dials,
+//! that it keeps dialling, and until when) and, if nothing ever comes back by the
+//! formation deadline, fails naming that address rather than with a bare formation
+//! timeout.
 //!
-//! "Answered" means any datagram arrived on a connection to the seed: a seed that is up
-//! but slow (a lossy path, a handshake it timed out) has answered, and is waited for up
-//! to `formation_timeout` as before. Only an address where nothing answers at all (a
-//! seed not started yet, a wrong or unreachable address, a firewall) is given up on
-//! after `join_timeout`.
+//! "Answered" means any datagram arrived on a connection to the seed. The worker keeps
+//! dialling for the whole `formation_timeout`, not less: a seed started after its workers
+//! (common under launchers) and a first handshake lost on a bad path (QUIC backs off its
+//! retransmissions, so a few losses in a row are seconds of silence) both look silent for
+//! a while, and giving up early would fail a join that would have worked.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -27,17 +29,17 @@ pub(super) struct SeedSilence {
 }
 
 impl SeedSilence {
-    pub(super) fn new(addr: SocketAddr, now: Instant, join_timeout: Duration) -> Self {
+    pub(super) fn new(addr: SocketAddr, now: Instant, timeout: Duration) -> Self {
         tracing::info!(
             seed = %addr,
-            ?join_timeout,
-            "dialling the seed; retrying until it answers, for at most join_timeout"
+            ?timeout,
+            "dialling the seed; retrying until it answers, for at most formation_timeout"
         );
         Self {
             addr,
             started: now,
-            give_up: now + join_timeout,
-            warn_at: Some(now + WARN_AFTER.min(join_timeout / 2)),
+            give_up: now + timeout,
+            warn_at: Some(now + WARN_AFTER.min(timeout / 2)),
             heard: false,
         }
     }
@@ -56,8 +58,9 @@ impl SeedSilence {
         self.warn_at.into_iter().chain([self.give_up]).min()
     }
 
-    /// Warn once if the seed is still silent, and give up at `join_timeout` (or at
-    /// `formation_deadline` if that comes first) with the error naming its address.
+    /// Warn once if the seed is still silent, and give up at the timeout given to `new`
+    /// (or at `formation_deadline` if that comes first) with the error naming its
+    /// address.
     pub(super) fn check(&mut self, now: Instant, formation_deadline: Instant) -> Option<JoinError> {
         if self.heard {
             return None;
@@ -88,7 +91,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gives_up_exactly_at_the_join_timeout_unless_the_seed_answered() {
+    fn gives_up_exactly_at_the_timeout_unless_the_seed_answered() {
         // Test-only: a starting point for virtual time, never read again.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();

@@ -82,7 +82,7 @@ pub(crate) struct WorkerState {
     deadline: Instant,
     /// Boxed: the worker's state lives inline in the node's role.
     seed: Box<SeedDial>,
-    /// Until the seed first answers: the warning and the `join_timeout`.
+    /// Until the seed first answers: the early warning, and the error naming it.
     silence: Box<super::seed_silence::SeedSilence>,
     /// The instant of the latest `dial_due`, which stamps the dials it asked for.
     pub(super) now: Instant,
@@ -94,16 +94,14 @@ pub(crate) struct WorkerState {
 
 impl WorkerState {
     /// `hello` is complete except for the proof, which needs the live TLS session. The
-    /// join fails at `deadline` (formation), or after `join_timeout` if the seed never
-    /// answered at all.
-    pub(crate) fn new(
-        ticket: JoinTicket,
-        hello: Hello,
-        now: Instant,
-        deadline: Instant,
-        join_timeout: Duration,
-    ) -> Self {
-        let silence = super::seed_silence::SeedSilence::new(ticket.addr, now, join_timeout);
+    /// join fails at `deadline` (formation); if the seed never answered at all, with an
+    /// error naming its address (`SeedSilence`).
+    pub(crate) fn new(ticket: JoinTicket, hello: Hello, now: Instant, deadline: Instant) -> Self {
+        let silence = super::seed_silence::SeedSilence::new(
+            ticket.addr,
+            now,
+            deadline.saturating_duration_since(now),
+        );
         Self {
             phase: Phase::Joining,
             seed_conn: None,

@@ -215,7 +215,7 @@ impl Node {
             incarnation: config.incarnation,
         };
         let deadline = now + config.formation_timeout;
-        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline, config.join_timeout);
+        let mut state = WorkerState::new(ticket.clone(), hello, now, deadline);
         let mut transport = Transport::new(tls.endpoint_config()?, transport_limits(&config));
         let client = tls.bootstrap_client_config(ticket.pin)?;
         match transport.connect(now, client, ticket.addr, BOOTSTRAP_SERVER_NAME) {

@@ -138,8 +138,8 @@ impl Config {
         self
     }
 
-    /// Worker: give up, with `JoinError::SeedUnreachable` naming the seed's address, if
-    /// nothing at all comes back from it within this. Seed: a joiner's handshake limit.
+    /// Seed: how long a joiner has to finish its handshake and say Hello. (A worker
+    /// gives up on a seed that never answers at `formation_timeout`.)
     pub fn with_join_timeout(mut self, timeout: Duration) -> Self {
         self.node.join_timeout = timeout;
         self
