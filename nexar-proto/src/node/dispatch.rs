@@ -241,16 +241,14 @@ impl Node {
                     }
                     _ => None,
                 };
-                match lost_rank {
+                match (lost_rank, aborted) {
                     // It left at a checkpoint whose agreement is on its way to us.
-                    Some(_) if left => {}
-                    Some(rank) if aborted.is_some() => {
-                        self.relayed_abort(now, rank, aborted.unwrap_or(rank))
-                    }
-                    Some(rank) => {
+                    (Some(_), _) if left => {}
+                    (Some(rank), Some(culprit)) => self.relayed_abort(now, rank, culprit),
+                    (Some(rank), None) => {
                         self.peer_down(now, rank, crate::event::DownReason::ConnectionLost)
                     }
-                    None => {}
+                    (None, _) => {}
                 }
                 actions
             }
