@@ -284,6 +284,15 @@ impl P2p {
         self.unmatched_bytes.values().sum()
     }
 
+    /// The receives posted under `keys`, removed: their operations, for the caller to fail.
+    fn remove_posted(&mut self, keys: Vec<Key>) -> Vec<OpId> {
+        keys.into_iter()
+            .filter_map(|k| self.posted.remove(&k))
+            .flatten()
+            .map(|p| p.op)
+            .collect()
+    }
+
     /// Receives waiting on `rank` and sends to it in progress, removed: the caller
     /// fails them (the peer is gone). Its messages still arriving in parts are dropped
     /// and their memory released; a receive that later meets one fails too.
@@ -293,12 +302,7 @@ impl P2p {
             .range((rank, 0, 0)..=(rank, u64::MAX, u64::MAX))
             .map(|(k, _)| *k)
             .collect();
-        let mut ops: Vec<OpId> = keys
-            .into_iter()
-            .filter_map(|k| self.posted.remove(&k))
-            .flatten()
-            .map(|p| p.op)
-            .collect();
+        let mut ops = self.remove_posted(keys);
         let partial_keys: Vec<PartKey> = self
             .partials
             .range((rank, 0, 0, 0)..=(rank, u64::MAX, u64::MAX, u64::MAX))
@@ -363,12 +367,7 @@ impl P2p {
             }
         }
         let posted: Vec<Key> = self.posted.keys().filter(|k| split(k)).copied().collect();
-        let mut ops: Vec<OpId> = posted
-            .into_iter()
-            .filter_map(|k| self.posted.remove(&k))
-            .flatten()
-            .map(|p| p.op)
-            .collect();
+        let mut ops = self.remove_posted(posted);
         let partial_keys: Vec<PartKey> = self
             .partials
             .keys()
